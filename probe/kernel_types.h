@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The few kernel types the probe touches, declared by hand so that the build
+ * needs neither kernel headers nor the build machine's BTF. Every struct that
+ * mirrors a kernel struct is marked preserve_access_index: clang records each
+ * field access as a CO-RE relocation, and libbpf fixes the offsets up against
+ * the running kernel's BTF at load time. Field order and padding here are
+ * therefore irrelevant; only names and types must match the kernel's.
+ */
+#ifndef __TCPRTT_KERNEL_TYPES_H
+#define __TCPRTT_KERNEL_TYPES_H
+
+/* bpf_tracing.h picks the kernel's register names when this is defined. */
+#define __VMLINUX_H__
+
+typedef signed char __s8;
+typedef unsigned char __u8;
+typedef short __s16;
+typedef unsigned short __u16;
+typedef int __s32;
+typedef unsigned int __u32;
+typedef long long __s64;
+typedef unsigned long long __u64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+};
+
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+};
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Register layouts for BPF_KPROBE; these are ABI, not CO-RE. */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+#elif defined(__TARGET_ARCH_arm64)
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+struct pt_regs {
+	struct user_pt_regs user_regs;
+	__u64 orig_x0;
+};
+#endif
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+		__be32 u6_addr32[4];
+	} in6_u;
+} __attribute__((preserve_access_index));
+
+/* In the kernel the IPv4 pair sits in an anonymous union; libbpf finds
+ * members through anonymous unions, so they can be declared flat here. */
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	__u32 srtt_us;
+} __attribute__((preserve_access_index));
+
+struct sk_buff;
+
+/* The record of the tcp:tcp_probe tracepoint. */
+struct trace_event_raw_tcp_probe {
+	__u32 srtt;
+	const void *skaddr;
+} __attribute__((preserve_access_index));
+
+#endif /* __TCPRTT_KERNEL_TYPES_H */

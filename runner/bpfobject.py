@@ -1,0 +1,323 @@
+"""Read what a BPF ELF object says about itself: sections, symbols and BTF.
+
+Pure Python and no kernel: the packer uses it to describe a freshly built
+object, the runner to learn where each setting lives in ``.rodata`` and how
+the histogram map's keys and values are laid out.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .errors import PackageError
+
+BTF_MAGIC = 0xEB9F
+
+KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
+KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 7, 8, 9, 10, 11
+KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC, KIND_FLOAT = 12, 13, 14, 15, 16
+KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 17, 18, 19
+
+_MODIFIERS = (KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
+# Bytes that follow the common 12-byte header, per kind: fixed, and per vlen item.
+_EXTRA = {KIND_INT: (4, 0), KIND_ARRAY: (12, 0), KIND_STRUCT: (0, 12), KIND_UNION: (0, 12),
+          KIND_ENUM: (0, 8), KIND_FUNC_PROTO: (0, 8), KIND_VAR: (4, 0), KIND_DATASEC: (0, 12),
+          KIND_DECL_TAG: (4, 0), KIND_ENUM64: (0, 12)}
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    type_id: int
+    offset: int  # bytes
+
+
+@dataclass
+class BtfType:
+    kind: int
+    name: str
+    size: int = 0          # INT, STRUCT, UNION, ENUM, DATASEC, FLOAT
+    ref: int = 0           # PTR, TYPEDEF, modifiers, VAR, FUNC
+    elem: int = 0          # ARRAY element type
+    nelems: int = 0        # ARRAY
+    encoding: int = 0      # INT: 1 signed, 2 char, 4 bool
+    members: list[Member] = field(default_factory=list)  # STRUCT, UNION, DATASEC (offset, type)
+    vsizes: list[int] = field(default_factory=list)       # DATASEC: size of each variable
+
+
+class Btf:
+    """The types of one .BTF blob, indexed by id (id 0 is void)."""
+
+    def __init__(self, data: bytes):
+        if len(data) < 24:
+            raise PackageError("BTF section is truncated")
+        magic, _version, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+        if magic != BTF_MAGIC:
+            raise PackageError("BTF section has a bad magic number (not little-endian BTF)")
+        type_off, type_len, str_off, str_len = struct.unpack_from("<4I", data, 8)
+        types = data[hdr_len + type_off: hdr_len + type_off + type_len]
+        self._strings = data[hdr_len + str_off: hdr_len + str_off + str_len]
+        if len(types) != type_len or len(self._strings) != str_len:
+            raise PackageError("BTF section is truncated")
+        self.types: list[BtfType] = [BtfType(kind=0, name="void")]
+        pos = 0
+        while pos < len(types):
+            if pos + 12 > len(types):
+                raise PackageError("BTF type section is truncated")
+            name_off, info, size_or_type = struct.unpack_from("<3I", types, pos)
+            pos += 12
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            fixed, per_item = _EXTRA.get(kind, (0, 0))
+            end = pos + fixed + per_item * vlen
+            if end > len(types):
+                raise PackageError("BTF type section is truncated")
+            t = BtfType(kind=kind, name=self.string(name_off))
+            if kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64,
+                        KIND_DATASEC, KIND_FLOAT):
+                t.size = size_or_type
+            else:
+                t.ref = size_or_type
+            if kind == KIND_INT:
+                t.encoding = (struct.unpack_from("<I", types, pos)[0] >> 24) & 0xF
+            elif kind == KIND_ARRAY:
+                t.elem, _index, t.nelems = struct.unpack_from("<3I", types, pos)
+            elif kind in (KIND_STRUCT, KIND_UNION):
+                bitfields = info >> 31
+                for i in range(vlen):
+                    m_name, m_type, m_off = struct.unpack_from("<3I", types, pos + 12 * i)
+                    bits = m_off & 0xFFFFFF if bitfields else m_off
+                    t.members.append(Member(self.string(m_name), m_type, bits // 8))
+            elif kind == KIND_DATASEC:
+                for i in range(vlen):
+                    v_type, v_off, v_size = struct.unpack_from("<3I", types, pos + 12 * i)
+                    t.members.append(Member("", v_type, v_off))
+                    t.vsizes.append(v_size)
+            self.types.append(t)
+            pos = end
+        # DATASEC members carry the VAR's name, known once every type is read.
+        for t in self.types:
+            if t.kind == KIND_DATASEC:
+                t.members = [Member(self.get(m.type_id).name, m.type_id, m.offset)
+                             for m in t.members]
+
+    def string(self, offset: int) -> str:
+        end = self._strings.find(b"\0", offset)
+        if offset >= len(self._strings) or end < 0:
+            raise PackageError(f"BTF string offset {offset} is out of range")
+        return self._strings[offset:end].decode("utf-8", "replace")
+
+    def get(self, type_id: int) -> BtfType:
+        if not 0 <= type_id < len(self.types):
+            raise PackageError(f"BTF type id {type_id} is out of range")
+        return self.types[type_id]
+
+    def find(self, kind: int, name: str) -> tuple[int, BtfType] | None:
+        for i, t in enumerate(self.types):
+            if t.kind == kind and t.name == name:
+                return i, t
+        return None
+
+    def strip(self, type_id: int) -> int:
+        """Follow const, volatile and friends (not typedefs) to the type beneath."""
+        for _ in range(64):
+            t = self.get(type_id)
+            if t.kind not in _MODIFIERS and t.kind != KIND_VAR:
+                return type_id
+            type_id = t.ref
+        raise PackageError("BTF type chain is too deep")
+
+    def resolve(self, type_id: int) -> int:
+        """Follow modifiers and typedefs to the concrete type."""
+        for _ in range(64):
+            type_id = self.strip(type_id)
+            t = self.get(type_id)
+            if t.kind != KIND_TYPEDEF:
+                return type_id
+            type_id = t.ref
+        raise PackageError("BTF type chain is too deep")
+
+    def size_of(self, type_id: int) -> int:
+        t = self.get(self.resolve(type_id))
+        if t.kind == KIND_ARRAY:
+            return t.nelems * self.size_of(t.elem)
+        if t.kind == KIND_PTR:
+            return 8
+        return t.size
+
+    def c_name(self, type_id: int) -> str:
+        """The declared C type name as ecc writes it: typedefs kept, qualifiers
+        dropped, arrays as ``elem[n]``."""
+        type_id = self.strip(type_id)
+        t = self.get(type_id)
+        if t.kind == KIND_ARRAY:
+            return f"{self.c_name(t.elem)}[{t.nelems}]"
+        if t.kind == KIND_PTR:
+            return f"{self.c_name(t.ref)} *"
+        if t.kind == KIND_STRUCT:
+            return f"struct {t.name}"
+        if t.kind == KIND_UNION:
+            return f"union {t.name}"
+        if t.kind in (KIND_ENUM, KIND_ENUM64):
+            return f"enum {t.name}"
+        if t.kind == 0:
+            return "void"
+        if t.name == "_Bool":
+            return "bool"
+        return t.name
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    type_id: int
+    type: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class MapDef:
+    name: str
+    map_type: int
+    max_entries: int
+    key_type: int
+    value_type: int
+
+
+class BpfObject:
+    """An ELF64 little-endian BPF object, read-only."""
+
+    def __init__(self, data: bytes):
+        if len(data) < 64 or data[:4] != b"\x7fELF":
+            raise PackageError("the BPF object is not an ELF file")
+        if data[4] != 2 or data[5] != 1:
+            raise PackageError("the BPF object is not a 64-bit little-endian ELF")
+        machine = struct.unpack_from("<H", data, 18)[0]
+        if machine != 247:  # EM_BPF
+            raise PackageError(f"the ELF object is for machine {machine}, not BPF")
+        self.data = data
+        shoff, = struct.unpack_from("<Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from("<3H", data, 0x3A)
+        if shentsize != 64 or shoff + shnum * 64 > len(data) or shstrndx >= shnum:
+            raise PackageError("the ELF section table is truncated or malformed")
+        raw = []
+        for i in range(shnum):
+            name, stype, _flags, _addr, off, size, link, _info, _align, entsize = \
+                struct.unpack_from("<IIQQQQIIQQ", data, shoff + 64 * i)
+            if stype != 8 and off + size > len(data):  # 8: SHT_NOBITS
+                raise PackageError(f"ELF section {i} runs past the end of the file")
+            raw.append((name, stype, off, size, link, entsize))
+        names = self._bytes(raw[shstrndx])
+        self.sections: list[tuple[str, int, int, int, int, int]] = []
+        for name, stype, off, size, link, entsize in raw:
+            end = names.find(b"\0", name)
+            self.sections.append((names[name:end].decode("utf-8", "replace"),
+                                  stype, off, size, link, entsize))
+        btf = self.section(".BTF")
+        if btf is None:
+            raise PackageError("the BPF object has no .BTF section")
+        self.btf = Btf(btf)
+        self._symbols = self._read_symbols()
+
+    def _bytes(self, sec) -> bytes:
+        return self.data[sec[2]:sec[2] + sec[3]]
+
+    def section(self, name: str) -> bytes | None:
+        for sec in self.sections:
+            if sec[0] == name:
+                return self._bytes(sec)
+        return None
+
+    def _read_symbols(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(section, symbol) -> (value, size, type) for every named symbol."""
+        out: dict[tuple[str, str], tuple[int, int, int]] = {}
+        for sec in self.sections:
+            if sec[1] != 2:  # SHT_SYMTAB
+                continue
+            strtab = self._bytes(self.sections[sec[4]])
+            table = self._bytes(sec)
+            for pos in range(0, len(table) - 23, 24):
+                st_name, info, _other, shndx, value, size = \
+                    struct.unpack_from("<IBBHQQ", table, pos)
+                if not st_name or shndx == 0 or shndx >= len(self.sections):
+                    continue
+                end = strtab.find(b"\0", st_name)
+                name = strtab[st_name:end].decode("utf-8", "replace")
+                out[(self.sections[shndx][0], name)] = (value, size, info & 0xF)
+        return out
+
+    def variables(self, section: str) -> list[Variable]:
+        """The variables of a data section, at the offsets the object places them.
+
+        clang leaves DATASEC offsets at zero and libbpf fills them in from the
+        symbol table when it opens the object; this does the same."""
+        found = self.btf.find(KIND_DATASEC, section)
+        if found is None:
+            return []
+        out = []
+        for member, vsize in zip(found[1].members, found[1].vsizes):
+            offset, size, _ = self._symbols.get((section, member.name), (member.offset, vsize, 0))
+            var = self.btf.get(member.type_id)
+            out.append(Variable(member.name, var.ref, self.btf.c_name(var.ref),
+                                offset, size or vsize))
+        return out
+
+    def functions(self, section: str) -> list[str]:
+        """Names of the function symbols (the programs) in a section."""
+        return sorted(name for (sec, name), (_, _, kind) in self._symbols.items()
+                      if sec == section and kind == 2)  # STT_FUNC
+
+    def section_size(self, name: str) -> int:
+        for sec in self.sections:
+            if sec[0] == name:
+                return sec[3]
+        return 0
+
+    def maps(self) -> list[MapDef]:
+        """The BTF-defined maps of the ``.maps`` section."""
+        found = self.btf.find(KIND_DATASEC, ".maps")
+        if found is None:
+            return []
+        out = []
+        for member in found[1].members:
+            var = self.btf.get(member.type_id)
+            spec = self.btf.get(self.btf.resolve(var.ref))
+            fields: dict[str, int] = {}
+            for m in spec.members:
+                ptr = self.btf.get(self.btf.resolve(m.type_id))
+                if ptr.kind != KIND_PTR:
+                    continue
+                target = self.btf.get(self.btf.resolve(ptr.ref))
+                if m.name in ("type", "max_entries", "key_size", "value_size", "map_flags"):
+                    fields[m.name] = target.nelems  # __uint(name, n) is int (*name)[n]
+                elif m.name in ("key", "value"):
+                    fields[m.name] = ptr.ref
+            out.append(MapDef(member.name, fields.get("type", 0), fields.get("max_entries", 0),
+                              fields.get("key", 0), fields.get("value", 0)))
+        return out
+
+
+def to_json(btf: Btf, type_id: int, data: bytes):
+    """Decode ``data`` of BTF type ``type_id`` into JSON values, as ecli shows
+    them: integers as numbers, structs as objects, char arrays as strings."""
+    t = btf.get(btf.resolve(type_id))
+    if t.kind == KIND_INT or t.kind in (KIND_ENUM, KIND_ENUM64):
+        signed = t.kind == KIND_INT and bool(t.encoding & 1)
+        if t.kind == KIND_INT and t.encoding & 4:
+            return bool(int.from_bytes(data[:t.size], "little"))
+        return int.from_bytes(data[:t.size], "little", signed=signed)
+    if t.kind == KIND_PTR:
+        return int.from_bytes(data[:8], "little")
+    if t.kind == KIND_ARRAY:
+        elem = btf.get(btf.resolve(t.elem))
+        if elem.kind == KIND_INT and elem.size == 1 and (elem.encoding & 2 or elem.name == "char"):
+            return data[:t.nelems].split(b"\0", 1)[0].decode("utf-8", "replace")
+        step = btf.size_of(t.elem)
+        return [to_json(btf, t.elem, data[i * step:(i + 1) * step]) for i in range(t.nelems)]
+    if t.kind in (KIND_STRUCT, KIND_UNION):
+        return {m.name: to_json(btf, m.type_id, data[m.offset:])
+                for m in t.members if m.name}
+    if t.kind == KIND_FLOAT:
+        return struct.unpack_from("<d" if t.size == 8 else "<f", data)[0]
+    raise PackageError(f"cannot decode a value of BTF type {btf.c_name(type_id)!r}")

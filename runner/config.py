@@ -1,0 +1,23 @@
+"""The probe's description, ``probe/config.json``: one source for every setting.
+
+The packer reads it to describe the package; the command line reads it for
+its flags, help and validation schema. In a checkout it is read from
+``probe/``; an installed runner carries a copy inside the package.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKOUT_CONFIG = REPO / "probe" / "config.json"
+
+
+@lru_cache(maxsize=1)
+def probe_config() -> dict:
+    if CHECKOUT_CONFIG.is_file():
+        return json.loads(CHECKOUT_CONFIG.read_text())
+    return json.loads(resources.files(__package__).joinpath("packages/config.json").read_text())

@@ -1,0 +1,76 @@
+"""What this kernel offers, checked for real, for choosing an attach variant.
+
+Each check answers None (usable, as far as can be told before loading) or
+the reason it is not. The final word is the kernel's when the variant is
+loaded and attached; the runner reports that answer too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe/type")
+FUNCTION = "tcp_rcv_established"
+TRACEPOINT = ("tcp", "tcp_probe")
+
+# Cheapest first; docs/attach.md says why.
+ORDER = ("fentry", "raw_tp", "tracepoint", "kprobe")
+
+
+def btf_has_function(name: str, btf: Path = VMLINUX_BTF) -> bool:
+    """Whether the kernel's BTF names ``name``: fentry needs its prototype."""
+    try:
+        data = btf.read_bytes()
+    except OSError:
+        return False
+    return b"\0" + name.encode() + b"\0" in data
+
+
+def tracefs() -> Path | None:
+    for path in TRACEFS:
+        if (path / "events").is_dir():
+            return path
+    return None
+
+
+def mount_tracefs() -> Path | None:
+    """Mount tracefs where the kernel expects it, as perf and bpftool do."""
+    path = TRACEFS[0]
+    if path.is_dir():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(path)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return tracefs()
+
+
+def check(variant: str) -> str | None:
+    if variant == "fentry":
+        if not VMLINUX_BTF.exists():
+            return f"no kernel BTF at {VMLINUX_BTF}"
+        if not btf_has_function(FUNCTION):
+            return f"{FUNCTION} is not in the kernel's BTF"
+        from .loader import libbpf
+        supported = libbpf.load_library().libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None)
+        if supported == 0:
+            return "the kernel does not support BPF tracing programs (fentry)"
+        if supported < 0:
+            return f"probing BPF tracing programs failed: {os.strerror(-supported)}"
+        return None
+    if variant == "kprobe":
+        root = tracefs()
+        if KPROBE_PMU.exists() or (root is not None and (root / "kprobe_events").exists()):
+            return None
+        return "the kernel has neither the kprobe PMU nor kprobe_events"
+    if variant in ("tracepoint", "raw_tp"):
+        root = tracefs()
+        if root is None and variant == "tracepoint":
+            root = mount_tracefs()
+            if root is None:
+                return "tracefs is not mounted and could not be mounted"
+        if root is not None and not (root / "events" / TRACEPOINT[0] / TRACEPOINT[1]).is_dir():
+            return f"the kernel has no {TRACEPOINT[0]}:{TRACEPOINT[1]} tracepoint"
+        return None
+    return f"unknown attach variant {variant!r}"

@@ -1,0 +1,150 @@
+"""A private, typed ctypes binding to the system libbpf (libbpf.so.1).
+
+Only the functions the runner calls are bound, each with argtypes, restype
+and an errcheck that turns a NULL or negative return into LibbpfError.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import platform
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_size_t,
+                    c_uint32, c_uint64, c_void_p)
+from functools import lru_cache
+
+from ..errors import KernelError, TcprttError
+
+LIBRARY = "libbpf.so.1"
+
+BPF_PROG_TYPE_TRACING = 26
+
+
+class LibbpfError(KernelError):
+    """A libbpf call failed; ``errno`` says why."""
+
+
+class OpenOpts(Structure):
+    """struct bpf_object_open_opts (libbpf 1.x)."""
+
+    _fields_ = [("sz", c_size_t), ("object_name", c_char_p), ("relaxed_maps", c_bool),
+                ("pin_root_path", c_char_p), ("_unused", c_uint32), ("kconfig", c_char_p),
+                ("btf_custom_path", c_char_p), ("kernel_log_buf", c_void_p),
+                ("kernel_log_size", c_size_t), ("kernel_log_level", c_uint32)]
+
+
+class BatchOpts(Structure):
+    """struct bpf_map_batch_opts."""
+
+    _fields_ = [("sz", c_size_t), ("elem_flags", c_uint64), ("flags", c_uint64)]
+
+
+assert ctypes.sizeof(OpenOpts) == 80, "struct bpf_object_open_opts layout"
+assert ctypes.sizeof(BatchOpts) == 24, "struct bpf_map_batch_opts layout"
+
+PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+
+# The last few warnings libbpf printed, to put beside an errno in an error.
+_messages: collections.deque[str] = collections.deque(maxlen=20)
+
+
+def _check_ptr(result, func, args):
+    if not result:
+        err = ctypes.get_errno() or 22
+        raise LibbpfError(f"{func.__name__}: {os.strerror(err)}", err)
+    return result
+
+
+def _check_int(result, func, args):
+    if result < 0:
+        err = -result
+        raise LibbpfError(f"{func.__name__}: {os.strerror(err)}", err)
+    return result
+
+
+# name: (restype, argtypes, errcheck)
+_SIGNATURES = {
+    "bpf_object__open_mem": (c_void_p, [c_void_p, c_size_t, POINTER(OpenOpts)], _check_ptr),
+    "bpf_object__load": (c_int, [c_void_p], _check_int),
+    "bpf_object__close": (None, [c_void_p], None),
+    "bpf_object__next_map": (c_void_p, [c_void_p, c_void_p], None),
+    "bpf_object__next_program": (c_void_p, [c_void_p, c_void_p], None),
+    "bpf_map__name": (c_char_p, [c_void_p], None),
+    "bpf_map__fd": (c_int, [c_void_p], _check_int),
+    "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)], _check_ptr),
+    "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32], _check_int),
+    "bpf_program__name": (c_char_p, [c_void_p], None),
+    "bpf_program__section_name": (c_char_p, [c_void_p], None),
+    "bpf_program__fd": (c_int, [c_void_p], None),
+    "bpf_program__attach": (c_void_p, [c_void_p], _check_ptr),
+    "bpf_link__destroy": (c_int, [c_void_p], None),
+    "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p], None),
+    "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], _check_int),
+    "bpf_map_lookup_batch": (c_int, [c_int, c_void_p, c_void_p, c_void_p, c_void_p,
+                                     POINTER(c_uint32), POINTER(BatchOpts)], None),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], None),
+    "libbpf_set_print": (c_void_p, [PRINT_FN], None),
+    "libbpf_major_version": (c_uint32, [], None),
+    "libbpf_minor_version": (c_uint32, [], None),
+    "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p], None),
+}
+
+
+class Lib:
+    """The loaded library, its functions as typed attributes."""
+
+    def __init__(self, cdll: ctypes.CDLL):
+        self._cdll = cdll
+        for name, (restype, argtypes, errcheck) in _SIGNATURES.items():
+            func = getattr(cdll, name)
+            func.restype = restype
+            func.argtypes = argtypes
+            if errcheck is not None:
+                func.errcheck = errcheck
+            setattr(self, name, func)
+        self._printer = PRINT_FN(_collect)  # kept alive as long as the library
+        self.libbpf_set_print(self._printer)
+
+    @property
+    def version(self) -> str:
+        return f"{self.libbpf_major_version()}.{self.libbpf_minor_version()}"
+
+
+_vsnprintf = None
+if platform.machine() == "x86_64":
+    # On x86-64 a va_list is passed as a pointer, so libc can format it.
+    _libc = ctypes.CDLL(None)
+    _vsnprintf = _libc.vsnprintf
+    _vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+    _vsnprintf.restype = c_int
+
+
+def _collect(level: int, fmt: bytes, args: int) -> int:
+    if level > 1 or _vsnprintf is None:  # 0 warn, 1 info, 2 debug
+        return 0
+    buf = ctypes.create_string_buffer(512)
+    _vsnprintf(buf, len(buf), fmt, args)
+    _messages.append(buf.value.decode("utf-8", "replace").strip())
+    return 0
+
+
+def recent_messages() -> list[str]:
+    """libbpf's own warnings since the last call, oldest first."""
+    out = list(_messages)
+    _messages.clear()
+    return out
+
+
+@lru_cache(maxsize=1)
+def load_library() -> Lib:
+    """The system libbpf, or one clear error saying it is missing."""
+    try:
+        cdll = ctypes.CDLL(LIBRARY, use_errno=True)
+    except OSError:
+        raise TcprttError(f"{LIBRARY} not found: install libbpf 1.x "
+                          "(Debian and Ubuntu: apt-get install libbpf1)") from None
+    try:
+        return Lib(cdll)
+    except AttributeError as exc:
+        raise TcprttError(f"{LIBRARY} is too old: {exc}") from None

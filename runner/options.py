@@ -1,0 +1,214 @@
+"""tcprtt's command line: flags from probe/config.json, validated once with
+jsonschema into a frozen Options, and turned into the probe's settings."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from dataclasses import dataclass
+
+import jsonschema
+
+from .config import probe_config
+from .errors import UsageError
+
+ATTACH_CHOICES = ("auto", "fentry", "kprobe", "raw_tp", "tracepoint")
+BACKENDS = ("libbpf", "ecli")
+FOREVER = 99999999  # bcc's "no interval": print once, at the end
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _flags_of(dest: str) -> str:
+    for opt in probe_config()["options"]:
+        if opt["dest"] == dest:
+            return "/".join(opt["flags"][:2])
+    return dest
+
+
+def add_probe_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of bcc's tcprtt, as config.json lists them."""
+    for opt in probe_config()["options"]:
+        if opt.get("action") == "store_true":
+            parser.add_argument(*opt["flags"], dest=opt["dest"], action="store_true",
+                                help=opt["help"])
+        else:
+            parser.add_argument(*opt["flags"], dest=opt["dest"], metavar=opt.get("metavar"),
+                                help=opt["help"])
+
+
+def add_runner_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per key per interval on stdout")
+    parser.add_argument("--attach", default="auto", metavar="|".join(ATTACH_CHOICES),
+                        help="attach point (default: auto, the cheapest the kernel offers)")
+    parser.add_argument("--backend", default="libbpf", metavar="|".join(BACKENDS),
+                        help="load through the system libbpf (default) or hand the package to ecli")
+    parser.add_argument("--package", metavar="FILE",
+                        help="load this tcprtt package.json instead of the shipped one")
+    parser.add_argument("--max-keys", dest="max_keys", metavar="N",
+                        help="capacity of the histogram key map (default: the probe's)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say what is being done")
+    parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
+
+
+def _convert(opt: dict, raw: str):
+    """The typed value of one flag, before schema validation."""
+    if opt.get("schema", {}).get("type") == "integer":
+        try:
+            return int(raw, 10)
+        except ValueError:
+            raise UsageError(f"{_flags_of(opt['dest'])}: {raw!r} is not an integer") from None
+    return raw
+
+
+def _explain(error: jsonschema.ValidationError, given: dict) -> str:
+    dest = next((p for p in error.absolute_path), None)
+    if dest is None:
+        return error.message
+    value = given.get(dest)
+    if error.validator == "anyOf":
+        return f"{_flags_of(dest)}: {value!r} is not an IPv4 or IPv6 address"
+    if error.validator == "minimum":
+        return f"{_flags_of(dest)}: {value} is below the minimum of {error.validator_value}"
+    if error.validator == "maximum":
+        return f"{_flags_of(dest)}: {value} is above the maximum of {error.validator_value}"
+    return f"{_flags_of(dest)}: {value!r}: {error.message}"
+
+
+def validate(given: dict) -> None:
+    """Check the probe's options against config.json; raise UsageError naming the value."""
+    config = probe_config()
+    checker = jsonschema.FormatChecker()
+    properties = {o["dest"]: o.get("schema", {"type": "boolean"}) for o in config["options"]}
+    schema = {"type": "object", "properties": properties}
+    for error in jsonschema.Draft202012Validator(schema, format_checker=checker).iter_errors(given):
+        raise UsageError(_explain(error, given))
+    for constraint in config["constraints"]:
+        validator = jsonschema.Draft202012Validator(constraint["schema"], format_checker=checker)
+        if not validator.is_valid(given):
+            raise UsageError(constraint["message"])
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything the user asked for, validated."""
+
+    interval: int
+    duration: int | None
+    timestamp: bool
+    milliseconds: bool
+    lport: int | None
+    rport: int | None
+    laddr: str | None
+    raddr: str | None
+    byladdr: bool
+    byraddr: bool
+    extension: bool
+    ipv4: bool
+    ipv6: bool
+    json: bool = False
+    attach: str = "auto"
+    backend: str = "libbpf"
+    package: str | None = None
+    max_keys: int | None = None
+    verbose: bool = False
+    traceback: bool = False
+
+    @property
+    def unit(self) -> str:
+        return "msecs" if self.milliseconds else "usecs"
+
+    @property
+    def label(self) -> str:
+        if self.byladdr:
+            return "Local Address"
+        if self.byraddr:
+            return "Remote Address"
+        return "All Addresses"
+
+    @property
+    def keyed(self) -> bool:
+        return self.byladdr or self.byraddr
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    addr = ipaddress.ip_address(text)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped  # the probe treats v4-mapped sockets as IPv4
+    return addr
+
+
+def from_namespace(ns: argparse.Namespace) -> Options:
+    config = probe_config()
+    given = {}
+    for opt in config["options"]:
+        value = getattr(ns, opt["dest"])
+        if value is None or value is False:
+            continue
+        given[opt["dest"]] = value if value is True else _convert(opt, value)
+    validate(given)
+    for dest in ("laddr", "raddr"):
+        if dest in given and _address(given[dest]).is_unspecified:
+            raise UsageError(f"{_flags_of(dest)}: {given[dest]!r} is the unspecified address, "
+                             "which no connection has")
+    if ns.attach not in ATTACH_CHOICES:
+        raise UsageError(f"--attach: {ns.attach!r} is not one of {', '.join(ATTACH_CHOICES)}")
+    if ns.backend not in BACKENDS:
+        raise UsageError(f"--backend: {ns.backend!r} is not one of {', '.join(BACKENDS)}")
+    max_keys = None
+    if ns.max_keys is not None:
+        try:
+            max_keys = int(ns.max_keys, 10)
+        except ValueError:
+            raise UsageError(f"--max-keys: {ns.max_keys!r} is not an integer") from None
+        if not 1 <= max_keys <= 1 << 24:
+            raise UsageError(f"--max-keys: {max_keys} is outside 1..{1 << 24}")
+    duration = given.get("duration")
+    interval = given.get("interval") or duration or FOREVER
+    return Options(interval=interval, duration=duration,
+                   timestamp=bool(given.get("timestamp")),
+                   milliseconds=bool(given.get("milliseconds")),
+                   lport=given.get("lport"), rport=given.get("rport"),
+                   laddr=given.get("laddr"), raddr=given.get("raddr"),
+                   byladdr=bool(given.get("byladdr")), byraddr=bool(given.get("byraddr")),
+                   extension=bool(given.get("extension")),
+                   ipv4=bool(given.get("ipv4")), ipv6=bool(given.get("ipv6")),
+                   json=ns.json, attach=ns.attach, backend=ns.backend, package=ns.package,
+                   max_keys=max_keys, verbose=ns.verbose, traceback=ns.traceback)
+
+
+def probe_settings(opts: Options, keep_sum: bool = False) -> dict[str, object]:
+    """The probe's .rodata variables for these options (only those not zero)."""
+    values: dict[str, object] = {}
+    if opts.lport:
+        values["targ_sport"] = opts.lport
+    if opts.rport:
+        values["targ_dport"] = opts.rport
+    for text, v4_name, v6_name in ((opts.laddr, "targ_saddr", "targ_saddr_v6"),
+                                   (opts.raddr, "targ_daddr", "targ_daddr_v6")):
+        if text is None:
+            continue
+        addr = _address(text)
+        if addr.version == 4:
+            values[v4_name] = int(addr)
+        else:
+            values[v6_name] = addr.packed
+    if opts.ipv4:
+        values["targ_ipver"] = 4
+    elif opts.ipv6:
+        values["targ_ipver"] = 6
+    if opts.byladdr:
+        values["targ_laddr_hist"] = True
+    if opts.byraddr:
+        values["targ_raddr_hist"] = True
+    if opts.extension or keep_sum:
+        values["targ_show_ext"] = True
+    if opts.milliseconds:
+        values["targ_ms"] = True
+    return values

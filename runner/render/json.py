@@ -1,0 +1,34 @@
+"""Histograms as JSON lines. Pure."""
+
+from __future__ import annotations
+
+import json
+
+from ..histogram import Hist, percentile
+
+
+def tcprtt_record(hist: Hist, *, time: str, label: str, address: str | None,
+                  family: str | None, unit: str, with_sum: bool) -> str:
+    """One key's interval as one compact JSON object."""
+    total = hist.total
+    record = {
+        "time": time,
+        "label": label,
+        "address": address,
+        "family": family,
+        "unit": unit,
+        "count": total,
+        "sum": hist.latency if with_sum else None,
+        "avg": (hist.latency / hist.cnt if hist.cnt else None) if with_sum else None,
+        "slots": list(hist.slots),
+        "p50": percentile(hist.slots, 0.50),
+        "p90": percentile(hist.slots, 0.90),
+        "p99": percentile(hist.slots, 0.99),
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
+def ecli_record(hist: Hist) -> str:
+    """The shape ``ecli run -j`` prints: key and the value's members."""
+    value = {**dict(hist.members()), "slots": list(hist.slots)}
+    return json.dumps({"key": hist.key, "value": value}, separators=(",", ":"))

@@ -1,0 +1,288 @@
+"""The tcprtt command: ``python -m runner [flags]``, ``python -m runner run PACKAGE``.
+
+Only this module prints to the user and picks exit statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import signal
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from typing import Callable, Iterator, TextIO
+
+from . import capabilities, options
+from .addresses import key_address, key_family
+from .build import host_arch
+from .errors import TcprttError, UsageError
+from .histogram import Hist, Intervals
+from .package import Package, load, shipped
+from .render import json as render_json
+from .render import text as render_text
+from .tracer import Tracer, choose
+
+BANNER = "Tracing TCP RTT... Hit Ctrl-C to end."
+VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
+
+
+class Stop(Exception):
+    """A signal asked tracing to end: print what was gathered and exit 0."""
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    def handler(signum, frame):
+        raise Stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def require_capabilities() -> None:
+    lacking = capabilities.missing()
+    if lacking:
+        raise TcprttError(f"missing capability {' and '.join(lacking)}: run as root, or grant "
+                          "CAP_BPF and CAP_PERFMON")
+
+
+def _variant_of(package: Package) -> str:
+    meta = package.doc["meta"].get("tcprtt") or {}
+    if meta.get("variant") in VARIANTS:
+        return meta["variant"]
+    attach = package.progs[0]["attach"]
+    for prefix, variant in (("fentry/", "fentry"), ("kprobe/", "kprobe"),
+                            ("raw_tp/", "raw_tp"), ("tracepoint/", "tracepoint"),
+                            ("tp/", "tracepoint")):
+        if attach.startswith(prefix):
+            return variant
+    raise TcprttError(f"{package.source}: cannot tell the attach variant of {attach!r}")
+
+
+def tcprtt_packages(opts: options.Options) -> dict[str, Package]:
+    if opts.package:
+        pkg = load(opts.package)
+        return {_variant_of(pkg): pkg}
+    arch = host_arch()
+    out = {}
+    for variant in VARIANTS:
+        path = shipped(variant, arch)
+        if path.is_file():
+            out[variant] = load(path)
+    if not out:
+        raise TcprttError(f"no tcprtt packages ship for {arch}")
+    return out
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now().astimezone()
+
+
+def render_interval(opts: options.Options, hists: list[Hist], when: datetime.datetime) -> str:
+    """One interval of tcprtt output, text or JSON lines."""
+    rows = []
+    for hist in hists:
+        if opts.keyed and hist.total == 0:
+            continue
+        rows.append((key_address(hist.key) if opts.keyed else None, hist))
+    if not opts.keyed and not rows:
+        rows.append((None, Hist(key=None, slots=(0,) * 27)))
+    rows.sort(key=lambda r: (r[0] is None, r[0] or ""))
+    if opts.json:
+        stamp = when.isoformat(timespec="seconds")
+        return "".join(render_json.tcprtt_record(
+            hist, time=stamp, label=opts.label, address=addr,
+            family=key_family(hist.key) if opts.keyed else None, unit=opts.unit,
+            with_sum=opts.extension) + "\n" for addr, hist in rows)
+    out = ["\n"]
+    if opts.timestamp:
+        out.append(when.strftime("%H:%M:%S") + "\n")
+    for addr, hist in rows:
+        avg = (hist.latency // hist.cnt if hist.cnt else 0) if opts.extension else None
+        out.append(render_text.tcprtt_section(opts.label, addr, avg, hist.slots, opts.unit))
+    return "".join(out)
+
+
+def trace_loop(tracer: Tracer, interval: float, duration: float | None,
+               emit: Callable[[list[Hist], datetime.datetime], None],
+               on_drops: Callable[[int], None] | None = None,
+               cumulative: bool = False) -> None:
+    """Read every ``interval`` seconds until ``duration`` or a signal; the
+    last, partial interval is emitted too."""
+    intervals = Intervals()
+    start = time.monotonic()
+    end = start + duration if duration else None
+    tick = start
+    dropped = 0
+    stopped = False
+    while not stopped:
+        tick += interval
+        wake = min(tick, end) if end is not None else tick
+        try:
+            delay = wake - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        except (KeyboardInterrupt, Stop):
+            stopped = True
+        snapshot = tracer.snapshot()
+        emit(snapshot if cumulative else intervals.step(snapshot), _now())
+        if on_drops is not None:
+            now_dropped = tracer.dropped()
+            if now_dropped > dropped:
+                on_drops(now_dropped - dropped)
+            dropped = now_dropped
+        if end is not None and time.monotonic() >= end - 1e-3:
+            break
+
+
+def _writer(out: TextIO) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        if text:
+            out.write(text)
+            out.flush()
+    return write
+
+
+def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
+    parser = options.Parser(prog="tcprtt", description="Summarize TCP RTT as a histogram.")
+    options.add_probe_flags(parser)
+    options.add_runner_flags(parser)
+    opts = options.from_namespace(parser.parse_args(argv))
+    values = options.probe_settings(opts)
+    if opts.backend == "ecli":
+        from .loader.ecli import EcliTracer
+        tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts))
+    else:
+        require_capabilities()
+        choice = choose(tcprtt_packages(opts), values, opts.attach, opts.max_keys)
+        tracer = choice.tracer
+        if opts.verbose:
+            for attempt in choice.tried:
+                print(f"tcprtt: {attempt.variant} not used: {attempt.reason}", file=err)
+    try:
+        if opts.verbose:
+            print(f"tcprtt: attached with the {tracer.variant} variant", file=err)
+        print(BANNER, file=err, flush=True)
+        write = _writer(out)
+
+        def drops(n: int) -> None:
+            print(f"tcprtt: {n} samples dropped: the key map is full (raise --max-keys)",
+                  file=err, flush=True)
+
+        with stop_on_signals():
+            trace_loop(tracer, opts.interval, opts.duration,
+                       lambda hists, when: write(render_interval(opts, hists, when)), drops)
+    finally:
+        tracer.close()
+    return 0
+
+
+def _setting_flags(parser: argparse.ArgumentParser, package: Package) -> dict[str, str]:
+    """A flag per setting, named as ecli names them; returns dest -> setting."""
+    dests = {}
+    for s in package.settings:
+        dest = f"setting_{len(dests)}"
+        dests[dest] = s.name
+        help_text = s.description or s.type
+        if s.type == "bool":
+            if s.default is True:
+                parser.add_argument(f"--disable-{s.flag}", dest=dest, action="store_false",
+                                    default=None, help=help_text)
+            elif s.default is False:
+                parser.add_argument(f"--enable-{s.flag}", dest=dest, action="store_true",
+                                    default=None, help=help_text)
+            else:
+                parser.add_argument(f"--{s.flag}", dest=dest, action="store_true",
+                                    default=None, help=help_text)
+        else:
+            parser.add_argument(f"--{s.flag}", dest=dest, metavar=s.type.upper().replace(" ", "_"),
+                                help=help_text)
+    return dests
+
+
+def _setting_value(package: Package, name: str, raw: object) -> object:
+    setting = package.setting(name)
+    if isinstance(raw, bool) or setting.type.startswith("char["):
+        return raw
+    try:
+        return int(str(raw), 0)
+    except ValueError:
+        raise UsageError(f"--{setting.flag}: {raw!r} is not an integer") from None
+
+
+def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
+    """Load any eunomia log2_hist package and render it as ecli does."""
+    if not argv or argv[0].startswith("-"):
+        raise UsageError("run: give the package.json to run first")
+    package = load(argv[0])
+    parser = options.Parser(prog=f"tcprtt run {argv[0]}",
+                            description="Run a eunomia package whose sample maps are log2_hist.")
+    parser.add_argument("-i", "--interval", type=float, default=None,
+                        help="seconds between outputs (default: the map's sample interval)")
+    parser.add_argument("-d", "--duration", type=float, default=None, help="seconds to run")
+    parser.add_argument("--json", action="store_true", help="print records as `ecli run -j`")
+    parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    dests = _setting_flags(parser, package)
+    ns = parser.parse_args(argv[1:])
+    interval = ns.interval or package.hists[0].interval_ms / 1000 or 1.0
+    for name, value in (("-i/--interval", ns.interval), ("-d/--duration", ns.duration)):
+        if value is not None and not 0 < value <= 31536000:
+            raise UsageError(f"{name}: {value} is not a positive number of seconds")
+    values = {dests[d]: _setting_value(package, dests[d], v)
+              for d, v in vars(ns).items() if d in dests and v is not None}
+    require_capabilities()
+    from .tracer import LibbpfTracer
+    tracer = LibbpfTracer(package, values, "package")
+    unit = package.hists[0].unit
+    write = _writer(out)
+
+    def emit(hists: list[Hist], when: datetime.datetime) -> None:
+        if ns.json:
+            write("".join(render_json.ecli_record(h) + "\n" for h in hists))
+        else:
+            write("".join(render_text.ecli_section(h.key, h.members(), h.slots, unit)
+                          for h in hists))
+    try:
+        with stop_on_signals():
+            trace_loop(tracer, interval, ns.duration, emit, cumulative=True)
+    finally:
+        tracer.close()
+    return 0
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = out or sys.stdout
+    err = err or sys.stderr
+    show_stack = "--traceback" in argv
+    try:
+        if argv and argv[0] == "run":
+            return run_package(argv[1:], out, err)
+        return trace(argv, out, err)
+    except BrokenPipeError:
+        # The reader went away (| head): end quietly with the status of a
+        # process that SIGPIPE ended, and keep the interpreter from
+        # complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except UsageError as exc:
+        if show_stack:
+            traceback.print_exc(file=err)
+        print(f"tcprtt: error: {exc}", file=err)
+        return exc.exit_code
+    except TcprttError as exc:
+        if show_stack:
+            traceback.print_exc(file=err)
+        print(f"tcprtt: {exc}", file=err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

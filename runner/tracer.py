@@ -1,0 +1,116 @@
+"""Backends that trace and hand back cumulative histograms.
+
+``LibbpfTracer`` loads a package through the system libbpf; ``choose`` picks
+the cheapest attach variant this kernel runs, falling back one by one.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import features
+from .bpfobject import to_json
+from .errors import KernelError, TcprttError
+from .histogram import Hist
+from .loader.probe import LoadedProbe
+from .package import Package, rodata_image
+
+
+class Tracer(Protocol):
+    variant: str
+
+    def snapshot(self) -> list[Hist]: ...
+    def dropped(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class LibbpfTracer:
+    """One package, loaded and attached; reads every sample map."""
+
+    def __init__(self, package: Package, values: dict[str, object], variant: str,
+                 max_keys: int | None = None):
+        self.package = package
+        self.variant = variant
+        self._probe = LoadedProbe(package, rodata_image(package, values), max_keys)
+        try:
+            self._probe.attach()
+        except BaseException:
+            self._probe.close()
+            raise
+        self._hist = package.hists[0]
+        self._decode = _fast_decoder(package) or self._generic_decode
+
+    @property
+    def probe(self) -> LoadedProbe:
+        return self._probe
+
+    def _generic_decode(self, key: bytes, value: bytes) -> Hist:
+        btf, h = self.package.btf, self._hist
+        return Hist.from_record({"key": to_json(btf, h.key_type, key),
+                                 "value": to_json(btf, h.value_type, value)})
+
+    def snapshot(self) -> list[Hist]:
+        return [self._decode(k, v) for k, v in self._probe.read(self._hist)]
+
+    def dropped(self) -> int:
+        return self._probe.read_counter("dropped") if self._probe.has_map("dropped") else 0
+
+    def close(self) -> None:
+        self._probe.close()
+
+
+def _fast_decoder(package: Package):
+    """A struct-based decoder for tcprtt's own layout (hist_key -> hist)."""
+    h = package.hists[0]
+    btf = package.btf
+    key_t = btf.get(btf.resolve(h.key_type))
+    value_t = btf.get(btf.resolve(h.value_type))
+    if [m.name for m in key_t.members] != ["family", "addr"] or \
+            [m.name for m in value_t.members] != ["latency", "cnt", "slots"]:
+        return None
+    slots_fmt = struct.Struct(f"<QQ{h.slots_count}I")
+    addr_off = key_t.members[1].offset
+
+    def decode(key: bytes, value: bytes) -> Hist:
+        fields = slots_fmt.unpack_from(value)
+        family = key[0] | key[1] << 8
+        return Hist(key={"family": family, "addr": list(key[addr_off:addr_off + 16])},
+                    slots=fields[2:], latency=fields[0], cnt=fields[1])
+    return decode
+
+
+@dataclass
+class Attempt:
+    variant: str
+    reason: str
+
+
+@dataclass
+class Choice:
+    tracer: LibbpfTracer
+    tried: list[Attempt] = field(default_factory=list)
+
+
+def choose(packages: dict[str, Package], values: dict[str, object], wanted: str,
+           max_keys: int | None = None, order: tuple[str, ...] = features.ORDER) -> Choice:
+    """Load the first variant that works; ``wanted`` is "auto" or one variant."""
+    candidates = order if wanted == "auto" else (wanted,)
+    tried: list[Attempt] = []
+    for variant in candidates:
+        if variant not in packages:
+            tried.append(Attempt(variant, "no package for this architecture"))
+            continue
+        reason = features.check(variant)
+        if reason is not None:
+            tried.append(Attempt(variant, reason))
+            continue
+        try:
+            return Choice(LibbpfTracer(packages[variant], values, variant, max_keys), tried)
+        except KernelError as exc:
+            tried.append(Attempt(variant, str(exc)))
+    detail = "; ".join(f"{a.variant}: {a.reason}" for a in tried)
+    if wanted == "auto":
+        raise TcprttError(f"no attach variant works on this kernel ({detail})")
+    raise TcprttError(f"--attach {wanted} is not available ({detail})")

@@ -48,9 +48,10 @@ def compile_object(variant: str, arch: str, workdir: Path) -> bytes:
     """clang, then llvm-strip -g: the object exactly as it goes in the package."""
     define = probe_config()["variants"][variant]["define"]
     out = workdir / f"tcprtt.{variant}.bpf.o"
-    # Relative paths and a fixed working directory keep the build's own
-    # location out of the object, so any checkout builds the same bytes.
+    # BTF line info names the source file: mapping the checkout's path away
+    # keeps its location out of the object, so any checkout builds the same bytes.
     subprocess.run([_tool("clang"), "-g", "-O2", "-target", "bpf", "-mcpu=v3",
+                    f"-fdebug-prefix-map={PROBE}=probe",
                     f"-D__TARGET_ARCH_{ARCHES[arch]}", f"-D{define}", "-I.",
                     "-c", SOURCE, "-o", str(out)], cwd=PROBE, check=True)
     subprocess.run([_tool("llvm-strip"), "-g", str(out)], check=True)

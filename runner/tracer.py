@@ -60,6 +60,12 @@ class LibbpfTracer:
     def close(self) -> None:
         self._probe.close()
 
+    def __enter__(self) -> LibbpfTracer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _fast_decoder(package: Package):
     """A struct-based decoder for tcprtt's own layout (hist_key -> hist)."""

@@ -50,7 +50,7 @@ class LoadedProbe:
             raise self._error(f"{package.source}: libbpf cannot open the object", exc) from None
         try:
             self._maps = self._collect_maps()
-            if rodata is not None:
+            if rodata:
                 self._write_rodata(rodata)
             if max_entries is not None:
                 for hist in package.hists:

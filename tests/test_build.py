@@ -1,0 +1,81 @@
+"""The packer: packages match the source, build reproducibly, agree with config.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from runner import build, package
+from runner.config import probe_config
+
+from .conftest import REPO
+
+
+def _build(root, out, arch):
+    subprocess.run([sys.executable, "-m", "runner.build", "--arch", arch, "--out", str(out)],
+                   cwd=root, check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_shipped_packages_match_the_probe_source(tmp_path, arch):
+    _build(REPO, tmp_path, arch)
+    for variant in probe_config()["variants"]:
+        built = (tmp_path / f"tcprtt.{variant}.json").read_bytes()
+        shipped = package.shipped(variant, arch).read_bytes()
+        assert built == shipped, (f"runner/packages/{arch}/tcprtt.{variant}.json is stale: "
+                                  "run `make ship`")
+    assert (REPO / "runner/packages/config.json").read_bytes() == \
+        (REPO / "probe/config.json").read_bytes(), "run `make ship`"
+
+
+def test_build_is_reproducible_from_another_checkout(tmp_path):
+    copy = tmp_path / "elsewhere" / "tcprtt"
+    shutil.copytree(REPO / "probe", copy / "probe")
+    shutil.copytree(REPO / "runner", copy / "runner",
+                    ignore=shutil.ignore_patterns("__pycache__", "packages"))
+    _build(copy, tmp_path / "a", "x86_64")
+    _build(REPO, tmp_path / "b", "x86_64")
+    for variant in probe_config()["variants"]:
+        name = f"tcprtt.{variant}.json"
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_only_kprobe_depends_on_the_architecture(tmp_path):
+    _build(REPO, tmp_path / "x", "x86_64")
+    _build(REPO, tmp_path / "a", "arm64")
+    for variant, spec in probe_config()["variants"].items():
+        x = json.loads((tmp_path / "x" / f"tcprtt.{variant}.json").read_text())
+        a = json.loads((tmp_path / "a" / f"tcprtt.{variant}.json").read_text())
+        assert (x["bpf_object"] != a["bpf_object"]) == spec["arch_specific"], variant
+
+
+def test_make_builds_and_cleans(tmp_path):
+    subprocess.run(["make", "-C", str(REPO), "packages"], check=True, capture_output=True)
+    arch = build.host_arch()
+    built = sorted(p.name for p in (REPO / "build" / arch).iterdir())
+    assert built == sorted(f"tcprtt.{v}.json" for v in probe_config()["variants"])
+    subprocess.run(["make", "-C", str(REPO), "clean"], check=True, capture_output=True)
+    assert not (REPO / "build").exists()
+
+
+def test_config_and_probe_agree():
+    from runner.bpfobject import BpfObject
+    obj = package.parse(json.loads(package.shipped("raw_tp", "x86_64").read_text())).obj
+    build.check_settings(BpfObject(obj))  # raises on any difference
+    declared = build._doc_comments((REPO / "probe" / "tcprtt.bpf.c").read_text())
+    assert set(declared) == set(probe_config()["variables"])
+
+
+def test_internal_map_name_matches_libbpf():
+    assert build._internal_map_name("runqlat_bpf", ".rodata") == "runqlat_.rodata"
+    assert build._internal_map_name("tcprtt_bpf", ".rodata") == "tcprtt_b.rodata"
+
+
+def test_license_strings_agree():
+    source = (REPO / "probe" / "tcprtt.bpf.c").read_text()
+    assert source.startswith("// SPDX-License-Identifier: GPL-2.0\n")
+    assert 'char LICENSE[] SEC("license") = "GPL";' in source

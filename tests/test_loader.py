@@ -1,0 +1,240 @@
+"""The probe in the real kernel, through the runner's libbpf loader."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from runner import features, package
+from runner.addresses import key_address
+from runner.build import host_arch
+from runner.errors import KernelError
+from runner.tracer import LibbpfTracer, choose
+
+from .conftest import FIXTURE_RUNQLAT, loaded_programs, programs_left
+from .traffic import tcp_pair
+
+VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
+
+
+def pkg(variant: str) -> package.Package:
+    return package.load(package.shipped(variant, host_arch()))
+
+
+def trace(variant: str, values: dict, host: str = "127.0.0.1", rounds: int = 200,
+          server_port: int = 0):
+    """Load, run traffic, return (hists, pair ports)."""
+    with LibbpfTracer(pkg(variant), values, variant) as tracer:
+        with tcp_pair(host, server_port) as pair:
+            assert pair.exchange(rounds) == rounds
+            ports = (pair.server_port, pair.client_port)
+        return tracer.snapshot(), ports
+
+
+def runnable(variant: str) -> bool:
+    return features.check(variant) is None
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_counts_loopback_traffic_or_reports_why_not(root, variant):
+    if not runnable(variant):
+        # This kernel lacks it: loading must fail with the kernel's reason, cleanly.
+        with pytest.raises(KernelError) as info:
+            LibbpfTracer(pkg(variant), {}, variant).close()
+        assert str(info.value), "the refusal must say why"
+        return
+    for host in ("127.0.0.1", "::1"):
+        hists, _ = trace(variant, {"targ_show_ext": True}, host)
+        assert len(hists) == 1
+        h = hists[0]
+        assert h.total >= 200, f"{variant} over {host}: {h.total} samples for 200 rounds"
+        assert h.cnt == h.total, "slot total equals the count"
+        assert 0 < h.latency / h.cnt < 1_000_000, "loopback RTT is well under a second"
+
+
+def test_this_machine_runs_a_tracepoint_variant():
+    # The project's machines have tracepoints; a variant must be usable here.
+    assert runnable("raw_tp") or runnable("tracepoint")
+
+
+def test_auto_falls_back_to_a_working_variant_and_reports_the_rest(root):
+    packages = {v: pkg(v) for v in VARIANTS}
+    choice = choose(packages, {}, "auto")
+    try:
+        assert choice.tracer.variant in VARIANTS
+        order = features.ORDER
+        skipped = [a.variant for a in choice.tried]
+        assert skipped == list(order[:order.index(choice.tracer.variant)])
+        assert all(a.reason for a in choice.tried)
+    finally:
+        choice.tracer.close()
+
+
+def test_port_filters_keep_only_their_connection(root):
+    variant = "raw_tp"
+    with LibbpfTracer(pkg(variant), {"targ_sport": 1}, variant) as none:
+        with tcp_pair() as pair:
+            pair.exchange(100)
+        assert sum(h.total for h in none.snapshot()) == 0, "no socket has local port 1"
+    with tcp_pair() as other:
+        with tcp_pair() as pair:
+            with LibbpfTracer(pkg(variant), {"targ_sport": pair.server_port,
+                                                      "targ_raddr_hist": True},
+                                       variant) as tracer:
+                pair.exchange(150)
+                other.exchange(100)
+                hists = tracer.snapshot()
+    # Only the server side of one pair has that local port: 150 segments or so.
+    total = sum(h.total for h in hists)
+    assert 150 <= total < 250, total
+
+
+def test_remote_port_filter(root):
+    with tcp_pair() as pair:
+        with LibbpfTracer(pkg("raw_tp"), {"targ_dport": pair.server_port},
+                                   "raw_tp") as tracer:
+            pair.exchange(120)
+            total = sum(h.total for h in tracer.snapshot())
+    assert 120 <= total < 200, "only the client side has the server as remote port"
+
+
+@pytest.mark.parametrize("setting,host", [("targ_raddr_hist", "127.0.0.1"),
+                                          ("targ_raddr_hist", "::1"),
+                                          ("targ_laddr_hist", "127.0.0.1"),
+                                          ("targ_laddr_hist", "::1")])
+def test_address_keys_decode(root, setting, host):
+    hists, _ = trace("raw_tp", {setting: True}, host)
+    keyed = {key_address(h.key): h.total for h in hists if h.total}
+    assert keyed.get(host, 0) >= 200, keyed
+
+
+def test_ipv6_address_filter_and_family_filter(root):
+    import ipaddress
+    v6 = ipaddress.IPv6Address("::1").packed
+    with LibbpfTracer(pkg("raw_tp"), {"targ_daddr_v6": v6}, "raw_tp") as tracer:
+        with tcp_pair("127.0.0.1") as p4:
+            p4.exchange(100)
+        assert sum(h.total for h in tracer.snapshot()) == 0, "IPv4 must not pass a v6 filter"
+        with tcp_pair("::1") as p6:
+            p6.exchange(100)
+        assert sum(h.total for h in tracer.snapshot()) >= 200
+    with LibbpfTracer(pkg("raw_tp"), {"targ_ipver": 4}, "raw_tp") as tracer:
+        with tcp_pair("::1") as p6:
+            p6.exchange(100)
+        assert sum(h.total for h in tracer.snapshot()) == 0, "-4 must drop IPv6"
+
+
+def test_v4_mapped_socket_matches_the_ipv4_filter_and_key(root):
+    values = {"targ_daddr": int.from_bytes(socket.inet_aton("127.0.0.1"), "big"),
+              "targ_raddr_hist": True}
+    listener = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    client = server = None
+    with LibbpfTracer(pkg("raw_tp"), values, "raw_tp") as tracer:
+        try:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            listener.bind(("::ffff:127.0.0.1", 0))
+            listener.listen(1)
+            client = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            client.settimeout(5)
+            client.connect(listener.getsockname()[:2])
+            server, _ = listener.accept()
+            for _ in range(100):
+                client.sendall(b"x")
+                server.recv(1)
+                server.sendall(b"y")
+                client.recv(1)
+        finally:
+            for s in (client, server, listener):
+                if s is not None:
+                    s.close()
+        hists = [h for h in tracer.snapshot() if h.total]
+    assert [key_address(h.key) for h in hists] == ["127.0.0.1"]
+    assert hists[0].key["family"] == 2
+    assert hists[0].total >= 100
+
+
+def test_milliseconds_put_loopback_rtt_in_slot_zero(root):
+    hists, _ = trace("raw_tp", {"targ_ms": True, "targ_show_ext": True})
+    assert hists[0].slots[0] == hists[0].total >= 200
+
+
+def test_real_ecc_package_loads_and_counts_run_queue_latency(root):
+    fixture = package.load(FIXTURE_RUNQLAT)
+    stop = time.monotonic() + 1.5
+
+    def spin():
+        while time.monotonic() < stop:
+            time.sleep(0.0005)
+    with LibbpfTracer(fixture, {}, "package") as tracer:
+        workers = [threading.Thread(target=spin) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        hists = tracer.snapshot()
+    assert sum(h.total for h in hists) > 0
+    assert all(len(h.slots) == 26 for h in hists)
+
+
+BAD_PROGRAM = r"""
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+struct hist { __u32 slots[4]; };
+struct {
+    __uint(type, 1);
+    __uint(max_entries, 4);
+    __type(key, __u32);
+    __type(value, struct hist);
+} hists SEC(".maps");
+static void *(*lookup)(void *map, const void *key) = (void *)1;
+SEC("raw_tp/tcp_probe")
+int bad_prog(void *ctx)
+{
+    __u32 key = 0;
+    struct hist *h = lookup(&hists, &key);
+    h->slots[0]++;   /* no NULL check: the verifier must refuse this */
+    return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def hand_made_package(tmp_path, source: str, prog: str, attach: str) -> package.Package:
+    import subprocess
+    src = tmp_path / "bad.bpf.c"
+    src.write_text(source)
+    obj = tmp_path / "bad.o"
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-c", str(src), "-o", str(obj)],
+                   check=True)
+    data = obj.read_bytes()
+    doc = {"bpf_object": package.encode_object(data), "bpf_object_size": len(data),
+           "meta": {"bpf_skel": {
+               "obj_name": "bad_bpf",
+               "maps": [{"name": "hists", "ident": "hists",
+                         "sample": {"interval": 1000, "type": "log2_hist"}}],
+               "progs": [{"name": prog, "attach": attach, "link": True}],
+               "data_sections": []}},
+           }
+    return package.parse(doc, "bad.json")
+
+
+def test_verifier_rejection_is_reported_with_its_reason(root, tmp_path):
+    p = hand_made_package(tmp_path, BAD_PROGRAM, "bad_prog", "raw_tp/tcp_probe")
+    before = loaded_programs()
+    with pytest.raises(KernelError, match=r"bad.json: the kernel refused to load it "
+                                          r"\(verifier: .*(null|invalid mem access)"):
+        LibbpfTracer(p, {}, "package").close()
+    assert not programs_left(before)
+
+
+def test_bad_key_capacity_is_refused_by_the_kernel_cleanly(root):
+    before = loaded_programs()
+    with pytest.raises(KernelError):
+        LibbpfTracer(pkg("raw_tp"), {}, "raw_tp", max_keys=0).close()
+    assert not programs_left(before)

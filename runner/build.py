@@ -173,7 +173,8 @@ def build(out: Path, arch: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runner.build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m runner.build",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default=host_arch(), help="target architecture (default: host)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: build/ARCH)")

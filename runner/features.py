@@ -53,7 +53,8 @@ def check(variant: str) -> str | None:
         if not btf_has_function(FUNCTION):
             return f"{FUNCTION} is not in the kernel's BTF"
         from .loader import libbpf
-        supported = libbpf.load_library().libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None)
+        lib = libbpf.load_library()
+        supported = lib.libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None)
         if supported == 0:
             return "the kernel does not support BPF tracing programs (fentry)"
         if supported < 0:

@@ -90,9 +90,10 @@ def percentile(slots: tuple[int, ...] | list[int], q: float) -> float | None:
     """Estimate the q-quantile (0 < q <= 1) from log2 slots.
 
     The rank is found exactly; within its slot the samples are assumed spread
-    evenly from the slot's lower bound to the next slot's lower bound. The
-    answer is therefore always inside the right slot, and off by at most the
-    slot's width: less than a factor of two of the true value.
+    evenly from the slot's lower bound to the next slot's lower bound (capped
+    at the slot's upper bound). The answer is therefore always inside the
+    right slot, and off by at most the slot's width: less than a factor of two
+    of the true value.
     """
     total = sum(slots)
     if total == 0:
@@ -102,8 +103,7 @@ def percentile(slots: tuple[int, ...] | list[int], q: float) -> float | None:
     for i, n in enumerate(slots):
         if n and seen + n >= rank:
             low, high = bucket_bounds(i)
-            upper = high + 1
-            return low + (upper - low) * (rank - seen) / n
+            return min(low + (high + 1 - low) * (rank - seen) / n, float(high))
         seen += n
     low, high = bucket_bounds(len(slots) - 1)
     return float(high)

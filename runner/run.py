@@ -12,8 +12,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, TextIO
+from typing import Callable, TextIO
 
 from . import capabilities, options
 from .addresses import key_address, key_family

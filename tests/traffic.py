@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 MAX_ROUNDS = 100_000
 MAX_SECONDS = 20.0
@@ -27,15 +27,14 @@ class Pair:
         deadline = time.monotonic() + MAX_SECONDS
         payload = b"x" * size
         done = 0
-        for done in range(1, rounds + 1):
+        while done < rounds and time.monotonic() < deadline:
             self.client.sendall(payload)
             got = 0
             while got < size:
                 got += len(self.server.recv(size - got))
             self.server.sendall(b"y")
             self.client.recv(1)
-            if time.monotonic() > deadline:
-                break
+            done += 1
         return done
 
 

@@ -8,7 +8,8 @@ import shutil
 import signal
 import subprocess
 import threading
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 from ..errors import TcprttError, UsageError
 from ..histogram import Hist, key_id
@@ -104,3 +105,5 @@ class EcliTracer:
                 self._proc.kill()
                 self._proc.wait()
         self._reader.join(timeout=1)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()

@@ -16,15 +16,16 @@ from ..package import HistMap, Package
 from . import libbpf
 
 VERIFIER_LOG_SIZE = 1 << 20
-VERIFIER_LINES = 6
+VERIFIER_LINES = 2
 # Entries fetched by one batched lookup; bounded so the buffers stay small.
 BATCH = 4096
 
 
 def _shorten_log(log: str) -> str:
-    lines = [line for line in log.splitlines() if line.strip()]
-    tail = lines[-VERIFIER_LINES:]
-    return " | ".join(tail)
+    """The verifier's last words: the instruction and why it was refused."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()
+             and not line.startswith(("processed ", "verification time", "stack depth"))]
+    return " | ".join(lines[-VERIFIER_LINES:])
 
 
 class LoadedProbe:

@@ -7,6 +7,10 @@ import json
 from ..histogram import Hist, percentile
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 def tcprtt_record(hist: Hist, *, time: str, label: str, address: str | None,
                   family: str | None, unit: str, with_sum: bool) -> str:
     """One key's interval as one compact JSON object."""
@@ -19,11 +23,11 @@ def tcprtt_record(hist: Hist, *, time: str, label: str, address: str | None,
         "unit": unit,
         "count": total,
         "sum": hist.latency if with_sum else None,
-        "avg": (hist.latency / hist.cnt if hist.cnt else None) if with_sum else None,
+        "avg": _round(hist.latency / hist.cnt if hist.cnt else None) if with_sum else None,
         "slots": list(hist.slots),
-        "p50": percentile(hist.slots, 0.50),
-        "p90": percentile(hist.slots, 0.90),
-        "p99": percentile(hist.slots, 0.99),
+        "p50": _round(percentile(hist.slots, 0.50)),
+        "p90": _round(percentile(hist.slots, 0.90)),
+        "p99": _round(percentile(hist.slots, 0.99)),
     }
     return json.dumps(record, separators=(",", ":"))
 

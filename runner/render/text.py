@@ -30,7 +30,8 @@ def log2_hist(slots: tuple[int, ...] | list[int], unit: str) -> str:
         if low == high:
             low -= 1
         val = slots[i]
-        lines.append(f"{low:>{width}} -> {high:<{width}} : {val:<8} |{_stars(val, val_max, stars)}|")
+        bar = _stars(val, val_max, stars)
+        lines.append(f"{low:>{width}} -> {high:<{width}} : {val:<8} |{bar}|")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,208 @@
+"""The tcprtt command end to end, as a user runs it, on real loopback traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+
+import pytest
+
+from runner import features
+
+from .conftest import FIXTURE_RUNQLAT, REPO, loaded_programs, programs_left, runner_cmd, runner_env
+from .traffic import tcp_pair
+
+BANNER = "Tracing TCP RTT... Hit Ctrl-C to end."
+
+
+class Tracing:
+    """``python -m runner ...`` started, attached, and always stopped by its PID."""
+
+    def __init__(self, *args: str, preexec=None):
+        self.proc = subprocess.Popen(runner_cmd(*args), cwd=REPO, env=runner_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err_lines: list[str] = []
+
+    def wait_attached(self, timeout: float = 10.0) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=0.2):
+                    continue
+                line = self.proc.stderr.readline()
+                if not line:
+                    break
+                self.err_lines.append(line)
+                if line.strip() == BANNER:
+                    return
+        finally:
+            sel.close()
+        raise AssertionError(f"tracer did not attach: {''.join(self.err_lines)}")
+
+    def finish(self, timeout: float = 20.0) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, "".join(self.err_lines) + err
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+def records(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_by_remote_address_json_on_ipv4_and_ipv6(root):
+    with Tracing("-B", "-e", "--json", "-d", "3") as t:
+        t.wait_attached()
+        for host in ("127.0.0.1", "::1"):
+            with tcp_pair(host) as pair:
+                pair.exchange(300)
+        code, out, err = t.finish()
+    assert code == 0, err
+    by_addr = {r["address"]: r for r in records(out)}
+    assert set(by_addr) >= {"127.0.0.1", "::1"}, by_addr.keys()
+    for addr, family in (("127.0.0.1", "ipv4"), ("::1", "ipv6")):
+        r = by_addr[addr]
+        assert r["family"] == family and r["label"] == "Remote Address" and r["unit"] == "usecs"
+        assert r["count"] == sum(r["slots"]) >= 300
+        assert r["avg"] is not None and r["p50"] <= r["p90"] <= r["p99"]
+
+
+def test_text_histograms_per_address(root):
+    with Tracing("-B", "-d", "3") as t:
+        t.wait_attached()
+        with tcp_pair("::1") as pair:
+            pair.exchange(200)
+        with tcp_pair("127.0.0.1") as pair:
+            pair.exchange(200)
+        code, out, err = t.finish()
+    assert code == 0, err
+    assert "Remote Address = 127.0.0.1 \n     usecs               : count    distribution\n" in out
+    assert "Remote Address = ::1 \n" in out
+    assert BANNER in err and BANNER not in out
+
+
+def test_port_filter_that_matches_nothing_gives_an_empty_histogram(root):
+    with Tracing("-p", "1", "-e", "--json", "-d", "2") as t:
+        t.wait_attached()
+        with tcp_pair() as pair:
+            pair.exchange(200)
+        code, out, err = t.finish()
+    assert code == 0, err
+    (record,) = records(out)
+    assert record["count"] == 0 and sum(record["slots"]) == 0 and record["address"] is None
+
+
+def test_intervals_print_each_intervals_counts(root):
+    with Tracing("-i", "1", "-d", "3", "-T") as t:
+        t.wait_attached()
+        code, out, err = t.finish()
+    assert code == 0, err
+    assert out.count("All Addresses = ****** ") == 3
+    stamps = [line for line in out.splitlines() if len(line) == 8 and line.count(":") == 2]
+    assert len(stamps) == 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_print_what_was_gathered_and_exit_zero(root, sig):
+    with Tracing("-e") as t:
+        t.wait_attached()
+        with tcp_pair() as pair:
+            pair.exchange(200)
+        t.proc.send_signal(sig)
+        start = time.monotonic()
+        code, out, err = t.finish(timeout=5)
+        elapsed = time.monotonic() - start
+    assert code == 0, err
+    assert elapsed < 1.0
+    assert "All Addresses = ****** [AVG" in out and "distribution" in out
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["-p", "70000"], "-p/--lport: 70000 is above the maximum of 65535"),
+    (["-A", "300.1.1.1"], "-A/--raddr: '300.1.1.1' is not an IPv4 or IPv6 address"),
+    (["-b", "-B"], "cannot be used together"),
+    (["-i", "0"], "-i/--interval: 0 is below the minimum of 1"),
+    (["--package", "/nonexistent.json"], "/nonexistent.json: cannot read the package"),
+])
+def test_bad_input_is_one_line_and_exit_2_or_1(root, argv, fragment):
+    before = loaded_programs()
+    proc = subprocess.run(runner_cmd(*argv), cwd=REPO, env=runner_env(), capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode in (1, 2) and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+    if "--package" not in argv:
+        assert proc.returncode == 2
+    assert not programs_left(before)
+
+
+def test_without_capabilities_it_says_which_are_missing(root):
+    # Root without any capability: files stay readable, BPF is out of reach.
+    proc = subprocess.run(["setpriv", "--securebits", "+noroot,+noroot_locked",
+                           "--inh-caps=-all", "--bounding-set=-all", *runner_cmd("-d", "1")],
+                          cwd=REPO, env=runner_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("tcprtt: missing capability CAP_BPF and CAP_PERFMON: run as "
+                                   "root, or grant CAP_BPF and CAP_PERFMON")
+
+
+def test_forced_variant_the_kernel_lacks_fails_clearly(root):
+    lacking = [v for v in ("fentry", "kprobe") if features.check(v) is not None]
+    if not lacking:
+        pytest.skip("this kernel has both fentry and kprobes")
+    proc = subprocess.run(runner_cmd("--attach", lacking[0], "-d", "1"), cwd=REPO,
+                          env=runner_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"tcprtt: --attach {lacking[0]} is not available ({lacking[0]}: ")
+
+
+def test_verbose_names_the_variant_that_runs(root):
+    proc = subprocess.run(runner_cmd("-v", "-d", "1"), cwd=REPO, env=runner_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "tcprtt: attached with the " in proc.stderr
+
+
+def test_closed_pipe_ends_quietly(root):
+    proc = subprocess.run(f"{' '.join(runner_cmd('-i', '1', '-d', '3'))} | head -1",
+                          shell=True, cwd=REPO, env=runner_env(), capture_output=True,
+                          text=True, timeout=30)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_fixture_runs_through_the_generic_runner(root):
+    busy = subprocess.Popen(["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+    try:
+        proc = subprocess.run(runner_cmd("run", str(FIXTURE_RUNQLAT), "-d", "2", "--json"),
+                              cwd=REPO, env=runner_env(), capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert proc.returncode == 0, proc.stderr
+    recs = records(proc.stdout)
+    assert recs and sum(sum(r["value"]["slots"]) for r in recs) > 0
+    assert all(set(r["value"]) == {"slots", "comm"} for r in recs)
+
+
+def test_generic_runner_text_and_setting_flags(root):
+    proc = subprocess.run(runner_cmd("run", str(FIXTURE_RUNQLAT), "-d", "1", "--targ_ms",
+                                     "--targ_tgid", str(os.getpid())),
+                          cwd=REPO, env=runner_env(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    bad = subprocess.run(runner_cmd("run", str(FIXTURE_RUNQLAT), "--targ_tgid", "many"),
+                         cwd=REPO, env=runner_env(), capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "tcprtt: error: --targ_tgid: 'many' is not an integer"

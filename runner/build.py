@@ -144,6 +144,24 @@ def describe(obj: bytes, variant: str, arch: str) -> dict:
     }
 
 
+def settings_table() -> str:
+    """The Markdown table of settings that probe/README.md carries."""
+    config = probe_config()
+    flags = {}
+    for opt in config["options"]:
+        sets = opt.get("sets", [])
+        for name in [sets] if isinstance(sets, str) else sets:
+            flags.setdefault(name, []).append("/".join(f"`{f}`" for f in opt["flags"]))
+    rows = ["| variable | C type | default | ecli flag | runner flags | description |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, spec in config["variables"].items():
+        default = "all zero" if spec["default"] is None else json.dumps(spec["default"])
+        ecli = f"`--{spec['long']}`" if spec["long"] else "(runner only)"
+        rows.append(f"| `{name}` | `{spec['type']}` | {default} | {ecli} | "
+                    f"{', '.join(flags.get(name, [])) or '-'} | {spec['description']} |")
+    return "\n".join(rows) + "\n"
+
+
 def package_name(variant: str) -> str:
     return f"{probe_config()['name']}.{variant}.json"
 
@@ -178,7 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", default=host_arch(), help="target architecture (default: host)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: build/ARCH)")
+    parser.add_argument("--settings-table", action="store_true",
+                        help="print the settings table of probe/README.md and exit")
     args = parser.parse_args(argv)
+    if args.settings_table:
+        print(settings_table(), end="")
+        return 0
     out = args.out or REPO / "build" / CANONICAL_ARCH.get(args.arch, args.arch)
     try:
         for path in build(out, args.arch):

@@ -79,3 +79,7 @@ def test_license_strings_agree():
     source = (REPO / "probe" / "tcprtt.bpf.c").read_text()
     assert source.startswith("// SPDX-License-Identifier: GPL-2.0\n")
     assert 'char LICENSE[] SEC("license") = "GPL";' in source
+
+
+def test_probe_readme_carries_the_settings_table():
+    assert build.settings_table() in (REPO / "probe" / "README.md").read_text()

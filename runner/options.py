@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 from dataclasses import dataclass
 
 import jsonschema
@@ -51,10 +52,24 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
                         help="load through the system libbpf (default) or hand the package to ecli")
     parser.add_argument("--package", metavar="FILE",
                         help="load this tcprtt package.json instead of the shipped one")
+    add_registry_flags(parser)
+    parser.add_argument("--image", metavar="REFERENCE",
+                        help="pull tcprtt from an OCI registry (or the cache) and run it")
     parser.add_argument("--max-keys", dest="max_keys", metavar="N",
                         help="capacity of the histogram key map (default: the probe's)")
     parser.add_argument("-v", "--verbose", action="store_true", help="say what is being done")
     parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
+
+
+def add_registry_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plain HTTP to a registry that is not on loopback")
+    parser.add_argument("--ca-file", dest="ca_file", metavar="PEM",
+                        help="CA bundle to trust for the registry's TLS certificate")
+    parser.add_argument("--username", metavar="USER",
+                        help="registry user (also TCPRTT_REGISTRY_USERNAME)")
+    parser.add_argument("--password", metavar="PASSWORD",
+                        help="registry password (also TCPRTT_REGISTRY_PASSWORD)")
 
 
 def _convert(opt: dict, raw: str):
@@ -96,6 +111,22 @@ def validate(given: dict) -> None:
 
 
 @dataclass(frozen=True)
+class RegistryOptions:
+    insecure: bool = False
+    ca_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+def registry_options(ns: argparse.Namespace) -> RegistryOptions:
+    if (ns.username is None) != (ns.password is None):
+        raise UsageError("--username and --password go together")
+    if ns.ca_file is not None and not os.path.isfile(ns.ca_file):
+        raise UsageError(f"--ca-file: {ns.ca_file!r} is not a file")
+    return RegistryOptions(ns.insecure, ns.ca_file, ns.username, ns.password)
+
+
+@dataclass(frozen=True)
 class Options:
     """Everything the user asked for, validated."""
 
@@ -116,6 +147,8 @@ class Options:
     attach: str = "auto"
     backend: str = "libbpf"
     package: str | None = None
+    image: str | None = None
+    registry: RegistryOptions | None = None
     max_keys: int | None = None
     verbose: bool = False
     traceback: bool = False
@@ -159,6 +192,11 @@ def from_namespace(ns: argparse.Namespace) -> Options:
                              "which no connection has")
     if ns.attach not in ATTACH_CHOICES:
         raise UsageError(f"--attach: {ns.attach!r} is not one of {', '.join(ATTACH_CHOICES)}")
+    if ns.image is not None and ns.package is not None:
+        raise UsageError("--image and --package cannot be used together")
+    if ns.image is not None:
+        from .reference import parse as parse_reference
+        parse_reference(ns.image)
     if ns.backend not in BACKENDS:
         raise UsageError(f"--backend: {ns.backend!r} is not one of {', '.join(BACKENDS)}")
     max_keys = None
@@ -180,6 +218,7 @@ def from_namespace(ns: argparse.Namespace) -> Options:
                    extension=bool(given.get("extension")),
                    ipv4=bool(given.get("ipv4")), ipv6=bool(given.get("ipv6")),
                    json=ns.json, attach=ns.attach, backend=ns.backend, package=ns.package,
+                   image=ns.image, registry=registry_options(ns),
                    max_keys=max_keys, verbose=ns.verbose, traceback=ns.traceback)
 
 

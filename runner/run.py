@@ -67,7 +67,39 @@ def _variant_of(package: Package) -> str:
     raise TcprttError(f"{package.source}: cannot tell the attach variant of {attach!r}")
 
 
-def tcprtt_packages(opts: options.Options) -> dict[str, Package]:
+def _client(ref, reg: options.RegistryOptions):
+    from .registry import Client, Credentials
+    creds = Credentials(reg.username, reg.password) if reg.username is not None else None
+    return Client(ref, insecure=reg.insecure, ca_file=reg.ca_file, credentials=creds)
+
+
+def image_packages(image: str, reg: options.RegistryOptions, err: TextIO) -> dict[str, Package]:
+    """The packages of an OCI reference: pulled, or from the cache when the
+    reference is pinned and cached, or when the registry cannot be reached."""
+    from . import reference, registry
+    ref = reference.parse(image)
+    cache = registry.Cache()
+    arch = host_arch()
+    pulled = registry.cached(ref, cache, arch) if ref.digest else None
+    if pulled is None:
+        try:
+            pulled = registry.pull(_client(ref, reg), cache, arch)
+        except TcprttError as exc:
+            pulled = registry.cached(ref, cache, arch)
+            if pulled is None:
+                raise
+            print(f"tcprtt: {exc}; running the cached {ref} ({pulled.digest})", file=err)
+    return {variant: load_as(path, f"{ref}#{variant}") for variant, path in pulled.packages.items()}
+
+
+def load_as(path, source: str) -> Package:
+    from .package import loads
+    return loads(path.read_bytes(), source)
+
+
+def tcprtt_packages(opts: options.Options, err: TextIO = sys.stderr) -> dict[str, Package]:
+    if opts.image:
+        return image_packages(opts.image, opts.registry or options.RegistryOptions(), err)
     if opts.package:
         pkg = load(opts.package)
         return {_variant_of(pkg): pkg}
@@ -159,10 +191,10 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     values = options.probe_settings(opts)
     if opts.backend == "ecli":
         from .loader.ecli import EcliTracer
-        tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts))
+        tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts, err))
     else:
         require_capabilities()
-        choice = choose(tcprtt_packages(opts), values, opts.attach, opts.max_keys)
+        choice = choose(tcprtt_packages(opts, err), values, opts.attach, opts.max_keys)
         tracer = choice.tracer
         if opts.verbose:
             for attempt in choice.tried:
@@ -258,6 +290,47 @@ def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def push_command(argv: list[str], out: TextIO, err: TextIO) -> int:
+    """Publish the built packages under one reference."""
+    from pathlib import Path
+
+    from . import reference, registry
+    parser = options.Parser(prog="tcprtt push",
+                            description="Publish the built tcprtt packages to an OCI registry.")
+    parser.add_argument("reference", help="REGISTRY/NAMESPACE/tcprtt:TAG")
+    parser.add_argument("--from", dest="source", metavar="DIR", default=None,
+                        help="directory with ARCH/*.json packages (default: the shipped ones)")
+    options.add_registry_flags(parser)
+    parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    ref = reference.parse(ns.reference)
+    source = Path(ns.source) if ns.source else shipped("raw_tp", host_arch()).parent.parent
+    packages = registry.release_packages(source)
+    digest = registry.push(_client(ref, options.registry_options(ns)), packages)
+    print(f"{ref.registry}/{ref.repository}@{digest}", file=out)
+    return 0
+
+
+def pull_command(argv: list[str], out: TextIO, err: TextIO) -> int:
+    """Fetch a reference into the cache and print its digest and packages."""
+    from . import reference, registry
+    parser = options.Parser(prog="tcprtt pull", description="Fetch tcprtt into the local cache.")
+    parser.add_argument("reference", help="REGISTRY/NAMESPACE/tcprtt:TAG or @sha256:DIGEST")
+    options.add_registry_flags(parser)
+    parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    ref = reference.parse(ns.reference)
+    pulled = registry.pull(_client(ref, options.registry_options(ns)), registry.Cache(),
+                           host_arch())
+    print(f"{ref.registry}/{ref.repository}@{pulled.digest}", file=out)
+    for variant, path in sorted(pulled.packages.items()):
+        print(f"  {variant}: {path}", file=out)
+    return 0
+
+
+SUBCOMMANDS = {"run": run_package, "push": push_command, "pull": pull_command}
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -265,8 +338,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
     err = err or sys.stderr
     show_stack = "--traceback" in argv
     try:
-        if argv and argv[0] == "run":
-            return run_package(argv[1:], out, err)
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:], out, err)
         return trace(argv, out, err)
     except BrokenPipeError:
         # The reader went away (| head): end quietly with the status of a

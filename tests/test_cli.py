@@ -13,7 +13,7 @@ import pytest
 
 from runner import features
 
-from .conftest import FIXTURE_RUNQLAT, REPO, loaded_programs, programs_left, runner_cmd, runner_env
+from .conftest import REPO, loaded_programs, programs_left, runner_cmd, runner_env, runqlat
 from .traffic import tcp_pair
 
 BANNER = "Tracing TCP RTT... Hit Ctrl-C to end."
@@ -185,7 +185,7 @@ def test_closed_pipe_ends_quietly(root):
 def test_fixture_runs_through_the_generic_runner(root):
     busy = subprocess.Popen(["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
     try:
-        proc = subprocess.run(runner_cmd("run", str(FIXTURE_RUNQLAT), "-d", "2", "--json"),
+        proc = subprocess.run(runner_cmd("run", str(runqlat()), "-d", "2", "--json"),
                               cwd=REPO, env=runner_env(), capture_output=True, text=True,
                               timeout=30)
     finally:
@@ -198,11 +198,11 @@ def test_fixture_runs_through_the_generic_runner(root):
 
 
 def test_generic_runner_text_and_setting_flags(root):
-    proc = subprocess.run(runner_cmd("run", str(FIXTURE_RUNQLAT), "-d", "1", "--targ_ms",
+    proc = subprocess.run(runner_cmd("run", str(runqlat()), "-d", "1", "--targ_ms",
                                      "--targ_tgid", str(os.getpid())),
                           cwd=REPO, env=runner_env(), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    bad = subprocess.run(runner_cmd("run", str(FIXTURE_RUNQLAT), "--targ_tgid", "many"),
+    bad = subprocess.run(runner_cmd("run", str(runqlat()), "--targ_tgid", "many"),
                          cwd=REPO, env=runner_env(), capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "tcprtt: error: --targ_tgid: 'many' is not an integer"

@@ -14,7 +14,7 @@ from runner.build import host_arch
 from runner.errors import KernelError
 from runner.tracer import LibbpfTracer, choose
 
-from .conftest import FIXTURE_RUNQLAT, loaded_programs, programs_left
+from .conftest import loaded_programs, programs_left, runqlat
 from .traffic import tcp_pair
 
 VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
@@ -162,7 +162,7 @@ def test_milliseconds_put_loopback_rtt_in_slot_zero(root):
 
 
 def test_real_ecc_package_loads_and_counts_run_queue_latency(root):
-    fixture = package.load(FIXTURE_RUNQLAT)
+    fixture = package.load(runqlat())
     stop = time.monotonic() + 1.5
 
     def spin():

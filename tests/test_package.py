@@ -13,7 +13,7 @@ from runner import package
 from runner.build import host_arch
 from runner.errors import PackageError
 
-from .conftest import FIXTURE_RUNQLAT
+from .conftest import runqlat
 
 VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
 
@@ -34,7 +34,7 @@ def test_shipped_packages_validate(variant, arch):
 
 
 def test_real_ecc_package_passes_the_same_schema():
-    doc = json.loads(FIXTURE_RUNQLAT.read_text())
+    doc = json.loads(runqlat().read_text())
     package.validate(doc)
     pkg = package.parse(doc, "runqlat.json")
     assert [p["attach"] for p in pkg.progs] == [
@@ -155,9 +155,9 @@ def test_schema_is_a_valid_draft_2020_12_schema():
 
 
 def test_fixture_file_is_untouched_by_parsing():
-    before = FIXTURE_RUNQLAT.read_bytes()
+    before = runqlat().read_bytes()
     doc = json.loads(before)
     snapshot = copy.deepcopy(doc)
     package.parse(doc)
     assert doc == snapshot
-    assert FIXTURE_RUNQLAT.read_bytes() == before
+    assert runqlat().read_bytes() == before

@@ -53,6 +53,8 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--package", metavar="FILE",
                         help="load this tcprtt package.json instead of the shipped one")
     add_registry_flags(parser)
+    parser.add_argument("--prometheus", metavar="[ADDR:]PORT",
+                        help="serve /metrics for Prometheus (loopback unless ADDR is given)")
     parser.add_argument("--image", metavar="REFERENCE",
                         help="pull tcprtt from an OCI registry (or the cache) and run it")
     parser.add_argument("--max-keys", dest="max_keys", metavar="N",
@@ -148,6 +150,7 @@ class Options:
     backend: str = "libbpf"
     package: str | None = None
     image: str | None = None
+    prometheus: tuple[str, int] | None = None
     registry: RegistryOptions | None = None
     max_keys: int | None = None
     verbose: bool = False
@@ -219,7 +222,15 @@ def from_namespace(ns: argparse.Namespace) -> Options:
                    ipv4=bool(given.get("ipv4")), ipv6=bool(given.get("ipv6")),
                    json=ns.json, attach=ns.attach, backend=ns.backend, package=ns.package,
                    image=ns.image, registry=registry_options(ns),
+                   prometheus=_listen(ns.prometheus),
                    max_keys=max_keys, verbose=ns.verbose, traceback=ns.traceback)
+
+
+def _listen(text: str | None) -> tuple[str, int] | None:
+    if text is None:
+        return None
+    from .exporter import parse_listen
+    return parse_listen(text)
 
 
 def probe_settings(opts: Options, keep_sum: bool = False) -> dict[str, object]:
@@ -248,6 +259,6 @@ def probe_settings(opts: Options, keep_sum: bool = False) -> dict[str, object]:
         values["targ_raddr_hist"] = True
     if opts.extension or keep_sum:
         values["targ_show_ext"] = True
-    if opts.milliseconds:
+    if opts.milliseconds and opts.prometheus is None:  # metrics are in seconds, from us
         values["targ_ms"] = True
     return values

@@ -188,7 +188,9 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     options.add_probe_flags(parser)
     options.add_runner_flags(parser)
     opts = options.from_namespace(parser.parse_args(argv))
-    values = options.probe_settings(opts)
+    values = options.probe_settings(opts, keep_sum=opts.prometheus is not None)
+    if opts.prometheus is not None and opts.backend != "libbpf":
+        raise UsageError("--prometheus needs the libbpf backend")
     if opts.backend == "ecli":
         from .loader.ecli import EcliTracer
         tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts, err))
@@ -199,9 +201,22 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         if opts.verbose:
             for attempt in choice.tried:
                 print(f"tcprtt: {attempt.variant} not used: {attempt.reason}", file=err)
+    exporter = None
     try:
         if opts.verbose:
             print(f"tcprtt: attached with the {tracer.variant} variant", file=err)
+        emit = None
+        if opts.prometheus is not None:
+            from .exporter import Exporter
+            label = {"Local Address": "local_address",
+                     "Remote Address": "remote_address"}.get(opts.label)
+            exporter = Exporter(tracer, opts.prometheus, label)  # type: ignore[arg-type]
+            host, port = exporter.address[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"tcprtt: serving metrics on http://{shown}:{port}/metrics", file=err)
+
+            def emit(hists, when):  # the metrics are the output
+                return None
         print(BANNER, file=err, flush=True)
         write = _writer(out)
 
@@ -209,10 +224,14 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
             print(f"tcprtt: {n} samples dropped: the key map is full (raise --max-keys)",
                   file=err, flush=True)
 
+        if emit is None:
+            def emit(hists, when):
+                write(render_interval(opts, hists, when))
         with stop_on_signals():
-            trace_loop(tracer, opts.interval, opts.duration,
-                       lambda hists, when: write(render_interval(opts, hists, when)), drops)
+            trace_loop(tracer, opts.interval, opts.duration, emit, drops)
     finally:
+        if exporter is not None:
+            exporter.close()
         tracer.close()
     return 0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -26,28 +26,31 @@ class Tracing:
         self.proc = subprocess.Popen(runner_cmd(*args), cwd=REPO, env=runner_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.err_lines: list[str] = []
+        self._attached = threading.Event()
+        self._out: list[str] = []
+        self._readers = [threading.Thread(target=self._read_stderr, daemon=True),
+                         threading.Thread(target=self._read_stdout, daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _read_stdout(self) -> None:
+        self._out.append(self.proc.stdout.read())
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.err_lines.append(line)
+            if line.strip() == BANNER:
+                self._attached.set()
 
     def wait_attached(self, timeout: float = 10.0) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stderr, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=0.2):
-                    continue
-                line = self.proc.stderr.readline()
-                if not line:
-                    break
-                self.err_lines.append(line)
-                if line.strip() == BANNER:
-                    return
-        finally:
-            sel.close()
-        raise AssertionError(f"tracer did not attach: {''.join(self.err_lines)}")
+        if not self._attached.wait(timeout):
+            raise AssertionError(f"tracer did not attach: {''.join(self.err_lines)}")
 
     def finish(self, timeout: float = 20.0) -> tuple[int, str, str]:
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, "".join(self.err_lines) + err
+        self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=timeout)
+        return self.proc.returncode, "".join(self._out), "".join(self.err_lines)
 
     def __enter__(self):
         return self
@@ -55,7 +58,12 @@ class Tracing:
     def __exit__(self, *exc):
         if self.proc.poll() is None:
             self.proc.kill()
-        self.proc.communicate()
+            self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if not stream.closed:
+                stream.close()
 
 
 def records(out: str) -> list[dict]:

@@ -84,6 +84,7 @@ _SIGNATURES = {
     "bpf_map__fd": (c_int, [c_void_p], _check_int),
     "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)], _check_ptr),
     "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32], _check_int),
+    "bpf_map__max_entries": (c_uint32, [c_void_p], None),
     "bpf_program__name": (c_char_p, [c_void_p], None),
     "bpf_program__section_name": (c_char_p, [c_void_p], None),
     "bpf_program__fd": (c_int, [c_void_p], None),

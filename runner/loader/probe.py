@@ -125,6 +125,9 @@ class LoadedProbe:
             except libbpf.LibbpfError as exc:
                 raise self._error(f"cannot attach {name} to {section}", exc) from None
 
+    def max_entries(self, name: str) -> int:
+        return self._lib.bpf_map__max_entries(self._maps[name])
+
     def has_map(self, name: str) -> bool:
         return name in self._maps
 

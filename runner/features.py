@@ -46,7 +46,7 @@ def mount_tracefs() -> Path | None:
     return tracefs()
 
 
-def check(variant: str) -> str | None:
+def check(variant: str, mount: bool = True) -> str | None:
     if variant == "fentry":
         if not VMLINUX_BTF.exists():
             return f"no kernel BTF at {VMLINUX_BTF}"
@@ -68,6 +68,8 @@ def check(variant: str) -> str | None:
     if variant in ("tracepoint", "raw_tp"):
         root = tracefs()
         if root is None and variant == "tracepoint":
+            if not mount:
+                return "tracefs is not mounted (tcprtt mounts it when it runs this variant)"
             root = mount_tracefs()
             if root is None:
                 return "tracefs is not mounted and could not be mounted"

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -171,6 +172,17 @@ def parse(doc: object, source: str = "package") -> Package:
     validate(doc, source)
     assert isinstance(doc, dict)
     obj = decode_object(doc["bpf_object"], doc["bpf_object_size"], source)
+    try:
+        return _describe(doc, obj, source)
+    except PackageError:
+        raise
+    except (struct.error, IndexError, KeyError, TypeError, ValueError, RecursionError) as exc:
+        # The schema admits it, but the object or meta inside is malformed.
+        raise PackageError(f"{source}: malformed package ({type(exc).__name__}: "
+                           f"{str(exc)[:120]})") from None
+
+
+def _describe(doc: dict, obj: bytes, source: str) -> Package:
     bpf = BpfObject(obj)
     skel = doc["meta"]["bpf_skel"]
     progs = tuple(skel.get("progs") or ())

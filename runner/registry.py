@@ -203,7 +203,11 @@ class Client:
             if claimed and claimed != digest:
                 raise RegistryError(f"{self.ref}: manifest {target} does not match its digest "
                                     f"(got {digest}, expected {claimed})")
-        media = json.loads(body).get("mediaType") or resp.headers.get("Content-Type", "")
+        try:
+            media = json.loads(body).get("mediaType") or ""
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            raise RegistryError(f"{self.ref}: manifest {target} is not a JSON object") from None
+        media = media or resp.headers.get("Content-Type", "")
         return body, media.split(";")[0], digest
 
     def get_blob(self, digest: str, size: int, cache: Cache) -> Path:
@@ -393,6 +397,31 @@ class Cache:
 
 # -- the release layout ------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
+def _oci_schema() -> dict:
+    from importlib import resources
+    return json.loads(resources.files(__package__).joinpath("schemas/oci.schema.json")
+                      .read_text())
+
+
+def parse_document(body: bytes, kind: str, what: str) -> dict:
+    """An index or manifest from the registry, checked for the fields tcprtt
+    reads (``kind`` is "index" or "manifest")."""
+    import jsonschema
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RegistryError(f"{what}: not JSON") from None
+    schema = dict(_oci_schema())
+    schema["$ref"] = f"#/$defs/{kind}"
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise RegistryError(f"{what}: not an OCI {kind}: {where}: {error.message[:160]}")
+    return doc
+
+
 def _manifest(config_digest: str, layer_digest: str, layer_size: int, title: str,
               variant: str, arch: str) -> bytes:
     doc = {
@@ -454,14 +483,15 @@ def _variants_from_cache(cache: Cache, digest: str, arch: str) -> dict[str, Path
     doc = json.loads(body)
     manifests = []
     if doc.get("mediaType") == MEDIA_INDEX or "manifests" in doc:
-        for entry in doc.get("manifests", []):
+        doc = parse_document(body, "index", digest)
+        for entry in doc["manifests"]:
             if (entry.get("platform") or {}).get("architecture") == OCI_ARCH.get(arch):
                 manifests.append(entry["digest"])
     else:
         manifests.append(digest)
     out = {}
     for m in manifests:
-        manifest = json.loads(cache.read(m))
+        manifest = parse_document(cache.read(m), "manifest", m)
         layer = manifest["layers"][0]
         variant = (manifest.get("annotations") or {}).get(VARIANT) or \
             Path(layer.get("annotations", {}).get(TITLE, "package.json")).stem.split(".")[-1]
@@ -478,9 +508,9 @@ def pull(client: Client, cache: Cache, arch: str) -> Pulled:
     recorded only once everything it needs is in place."""
     ref = client.ref
     body, media, digest = client.get_manifest(ref.target, expected=ref.digest)
-    doc = json.loads(body)
     if media == MEDIA_INDEX:
-        wanted = [e for e in doc.get("manifests", [])
+        doc = parse_document(body, "index", f"{ref} index")
+        wanted = [e for e in doc["manifests"]
                   if (e.get("platform") or {}).get("architecture") == OCI_ARCH.get(arch)]
         if not wanted:
             raise RegistryError(f"{ref}: no manifest for architecture {arch}")
@@ -497,8 +527,8 @@ def pull(client: Client, cache: Cache, arch: str) -> Pulled:
     else:
         raise RegistryError(f"{ref}: unsupported media type {media!r}")
     for mbody, mdigest in manifests:
-        layers = json.loads(mbody).get("layers") or []
-        if not layers or layers[0].get("mediaType") != MEDIA_LAYER:
+        layers = parse_document(mbody, "manifest", f"{ref} manifest {mdigest}")["layers"]
+        if layers[0]["mediaType"] != MEDIA_LAYER:
             raise RegistryError(f"{ref}: manifest {mdigest} has no package layer")
         client.get_blob(layers[0]["digest"], int(layers[0].get("size", 0)), cache)
         cache.put(mbody, mdigest)

@@ -204,7 +204,9 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     exporter = None
     try:
         if opts.verbose:
-            print(f"tcprtt: attached with the {tracer.variant} variant", file=err)
+            ids = getattr(tracer, "probe", None)
+            ids = f" (program id {', '.join(map(str, ids.program_ids()))})" if ids else ""
+            print(f"tcprtt: attached with the {tracer.variant} variant{ids}", file=err)
         emit = None
         if opts.prometheus is not None:
             from .exporter import Exporter
@@ -347,7 +349,22 @@ def pull_command(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
-SUBCOMMANDS = {"run": run_package, "push": push_command, "pull": pull_command}
+def doctor_command(argv: list[str], out: TextIO, err: TextIO) -> int:
+    """Report what this machine offers tcprtt."""
+    import json
+
+    from . import doctor
+    parser = options.Parser(prog="tcprtt doctor", description=doctor.__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="the report as one JSON object")
+    parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    ns = parser.parse_args(argv)
+    facts = doctor.report()
+    out.write(json.dumps(facts, indent=2) + "\n" if ns.json else doctor.text(facts))
+    return 0
+
+
+SUBCOMMANDS = {"run": run_package, "push": push_command, "pull": pull_command,
+               "doctor": doctor_command}
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None,

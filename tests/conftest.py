@@ -76,3 +76,8 @@ def runner_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak-seconds", type=int, default=90,
+                     help="length of the soak test (default 90 s; longer for a real soak)")

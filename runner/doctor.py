@@ -1,0 +1,75 @@
+"""``tcprtt doctor``: what this machine offers tcprtt, for a bug report or before a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+
+from . import capabilities, features
+
+CAPS = (("CAP_SYS_ADMIN", capabilities.CAP_SYS_ADMIN), ("CAP_BPF", capabilities.CAP_BPF),
+        ("CAP_PERFMON", capabilities.CAP_PERFMON), ("CAP_NET_ADMIN", 12))
+
+
+def report() -> dict:
+    """Every fact as plain data; ``text()`` renders it."""
+    btf = features.VMLINUX_BTF
+    try:
+        from .loader import libbpf
+        lib: str | None = libbpf.load_library().version
+        lib_error = None
+    except Exception as exc:  # the report must come out whatever is broken
+        lib, lib_error = None, str(exc)
+    variants = {}
+    for variant in features.ORDER:
+        if lib is None and variant == "fentry":
+            variants[variant] = f"unknown: {lib_error}"
+            continue
+        reason = features.check(variant, mount=False)  # a report changes nothing
+        variants[variant] = "supported" if reason is None else f"not supported: {reason}"
+    caps = capabilities.effective()
+    tracefs = features.tracefs()
+    from .build import host_arch
+    return {
+        "kernel": platform.release(),
+        "arch": host_arch(),
+        "btf": {"path": str(btf), "present": btf.exists(),
+                "size": btf.stat().st_size if btf.exists() else None},
+        "libbpf": lib or f"missing: {lib_error}",
+        "tracefs": str(tracefs) if tracefs else None,
+        "variants": variants,
+        "capabilities": {name: bool(caps & (1 << bit)) for name, bit in CAPS},
+        "can_trace": not capabilities.missing(caps),
+        "ecli": shutil.which("ecli"),
+        "python": sys.version.split()[0],
+        "bpf_stats_enabled": _read("/proc/sys/kernel/bpf_stats_enabled"),
+        "euid": os.geteuid(),
+    }
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def text(facts: dict) -> str:
+    held = [n for n, on in facts["capabilities"].items() if on]
+    lines = [
+        f"kernel:        {facts['kernel']} ({facts['arch']})",
+        f"BTF:           {facts['btf']['path']} "
+        + (f"({facts['btf']['size']} bytes)" if facts["btf"]["present"] else "MISSING"),
+        f"libbpf:        {facts['libbpf']}",
+        f"tracefs:       {facts['tracefs'] or 'not mounted'}",
+        f"capabilities:  {', '.join(held) if held else 'none'}"
+        + ("" if facts["can_trace"] else " (tracing needs CAP_BPF and CAP_PERFMON, or root)"),
+        f"ecli:          {facts['ecli'] or 'not found'}",
+        f"python:        {facts['python']}",
+        "attach variants (in the order --attach auto tries them):",
+    ]
+    lines += [f"  {v:<11} {status}" for v, status in facts["variants"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,174 @@
+"""Signals, kills, long runs, many connections, and the doctor."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from runner import doctor
+
+from .conftest import REPO, loaded_programs, programs_left, runner_cmd, runner_env
+from .test_cli import Tracing
+from .traffic import tcp_pair
+
+
+def test_sigkill_leaves_nothing_in_the_kernel(root):
+    before = loaded_programs()
+    with Tracing("-B") as t:
+        t.wait_attached()
+        assert loaded_programs() - before, "the tracer's program is loaded while it runs"
+        t.proc.send_signal(signal.SIGKILL)
+        t.proc.wait(timeout=5)
+    assert not programs_left(before), "nothing pinned, no link outlives the process"
+    links = subprocess.run(["bpftool", "link", "show"], capture_output=True, text=True).stdout
+    assert "rtt_" not in links
+
+
+def test_doctor_reports_this_machine():
+    facts = doctor.report()
+    assert facts["btf"]["present"] is True
+    assert re.match(r"^\d+\.\d+$", facts["libbpf"])
+    assert set(facts["variants"]) == {"fentry", "raw_tp", "tracepoint", "kprobe"}
+    assert any(v == "supported" for v in facts["variants"].values())
+    proc = subprocess.run(runner_cmd("doctor", "--json"), cwd=REPO, env=runner_env(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["variants"] == facts["variants"]
+    text = subprocess.run(runner_cmd("doctor"), cwd=REPO, env=runner_env(),
+                          capture_output=True, text=True, timeout=30).stdout
+    assert text.startswith("kernel:") and "attach variants" in text
+
+
+def test_readme_troubleshooting_matches_doctor():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Troubleshooting", 1)[1]
+    for label in ("kernel:", "BTF:", "libbpf:", "tracefs:", "capabilities:", "ecli:",
+                  "attach variants"):
+        assert label in doctor.text(doctor.report())
+        assert label in section, label
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _program_run_count(prog_id: int) -> int:
+    out = subprocess.run(["bpftool", "prog", "show", "id", str(prog_id), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["run_cnt"]
+
+
+@pytest.fixture
+def bpf_stats():
+    with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+        old = f.read().strip()
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"], check=True)
+    yield
+    subprocess.run(["sysctl", "-qw", f"kernel.bpf_stats_enabled={old}"], check=True)
+
+
+def test_soak(root, bpf_stats, request, tmp_path):
+    seconds = request.config.getoption("--soak-seconds")
+    stop = threading.Event()
+
+    def short_connections():
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.settimeout(1)
+            addr = listener.getsockname()
+            while not stop.is_set():
+                with socket.create_connection(addr, timeout=2) as c:
+                    s, _ = listener.accept()
+                    with s:
+                        c.sendall(b"hello")
+                        s.recv(5)
+                time.sleep(0.005)
+
+    iperf_port = 5201 + (hash(str(tmp_path)) % 500)
+    server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(iperf_port), "-1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    churn = threading.Thread(target=short_connections)
+    client = None
+    with Tracing("-v", "-i", "1", "-e", "--json") as t:
+        try:
+            t.wait_attached()
+            prog_id = int(re.search(r"program id (\d+)", "".join(t.err_lines)).group(1))
+            time.sleep(0.3)
+            client = subprocess.Popen(["iperf3", "-c", "127.0.0.1", "-p", str(iperf_port),
+                                       "-t", str(seconds), "-b", "2G"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            churn.start()
+            rss = []
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                rss.append(_rss_kb(t.proc.pid))
+                time.sleep(1)
+        finally:
+            stop.set()
+            if churn.is_alive():
+                churn.join(timeout=10)
+            for p in (client, server):
+                if p is not None and p.poll() is None:
+                    p.terminate()
+                    p.wait(timeout=10)
+        time.sleep(1.5)  # loopback idle: nothing more to count
+        kernel_total = _program_run_count(prog_id)
+        t.proc.send_signal(signal.SIGINT)
+        code, out, err = t.finish(timeout=10)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) >= seconds - 2
+    for r in records:
+        assert sum(r["slots"]) == r["count"], "each interval's slots add up to its count"
+    assert sum(r["count"] for r in records) == kernel_total, \
+        "the intervals add up to every run of the program: nothing lost between reads"
+    stamps = [r["time"] for r in records]
+    assert len(set(stamps)) >= len(stamps) - 2, "one summary per interval, never falling behind"
+    half = rss[len(rss) // 2:]
+    assert max(half) - min(half) < 2048, f"RSS should stay flat: {half}"
+
+
+def test_many_connections_fill_the_key_map_and_keep_counting(root):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 8192), max(hard, 8192)))
+    capacity = 256
+    conns: list[socket.socket] = []
+    with Tracing("-B", "--max-keys", str(capacity), "--json", "-i", "1", "-d", "8") as t:
+        t.wait_attached()
+        with socket.create_server(("127.0.0.1", 0), backlog=4096) as listener:
+            addr = listener.getsockname()
+            try:
+                # 1200 connections, each from its own loopback source address:
+                # far more remote addresses than keys.
+                for i in range(1200):
+                    c = socket.socket()
+                    c.bind((f"127.9.{i // 250}.{i % 250 + 1}", 0))
+                    c.connect(addr)
+                    s, _ = listener.accept()
+                    conns += [c, s]
+                    c.sendall(b"x")
+                    s.recv(1)
+                with tcp_pair() as pair:
+                    pair.exchange(100)
+            finally:
+                for s in conns:
+                    s.close()
+        code, out, err = t.finish(timeout=30)
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    keys = {r["address"] for r in records}
+    assert len(keys) <= capacity
+    assert "127.0.0.1" in keys, "an existing key keeps counting when the map is full"
+    dropped = [int(m) for m in re.findall(r"tcprtt: (\d+) samples dropped", err)]
+    assert dropped and sum(dropped) > 0, err

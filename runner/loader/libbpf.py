@@ -92,6 +92,7 @@ _SIGNATURES = {
     "bpf_link__destroy": (c_int, [c_void_p], None),
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p], None),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p], _check_int),
+    "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64], _check_int),
     "bpf_map_lookup_batch": (c_int, [c_int, c_void_p, c_void_p, c_void_p, c_void_p,
                                      POINTER(c_uint32), POINTER(BatchOpts)], None),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], None),

@@ -159,7 +159,7 @@ class LoadedProbe:
         value = ctypes.create_string_buffer(hist.value_size)
         out = []
         prev = None
-        for _ in range(hist.max_entries + 1):
+        for _ in range(self.max_entries(hist.name) + 1):
             if self._lib.bpf_map_get_next_key(fd, prev, nxt) != 0:
                 break
             try:
@@ -181,7 +181,9 @@ class LoadedProbe:
         opts = libbpf.BatchOpts(sz=ctypes.sizeof(libbpf.BatchOpts))
         out = []
         first = True
-        for _ in range(hist.max_entries // BATCH + 2):
+        # The map's size as loaded (--max-keys), not as built; every call but
+        # the last returns at least one entry.
+        for _ in range(self.max_entries(hist.name) + 1):
             count = c_uint32(BATCH)
             rc = self._lib.bpf_map_lookup_batch(fd, None if first else token_in, token_out,
                                                 keys, values, ctypes.byref(count),

@@ -31,7 +31,12 @@ typedef _Bool bool;
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+};
+
+enum {
+	BPF_F_NO_PREALLOC = 1,
 };
 
 enum {
@@ -90,10 +95,17 @@ struct tcp_sock {
 
 struct sk_buff;
 
-/* The record of the tcp:tcp_probe tracepoint. */
+/* The record of the tcp:tcp_probe tracepoint: the kernel has already read
+ * the socket into it. saddr and daddr hold a sockaddr_in or sockaddr_in6
+ * of the socket's own family; sport and dport are in host order; srtt is
+ * srtt_us >> 3. */
 struct trace_event_raw_tcp_probe {
+	__u8 saddr[28];
+	__u8 daddr[28];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
 	__u32 srtt;
-	const void *skaddr;
 } __attribute__((preserve_access_index));
 
 #endif /* __TCPRTT_KERNEL_TYPES_H */

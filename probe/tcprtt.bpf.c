@@ -8,6 +8,8 @@
 #include <bpf/bpf_endian.h>
 #include "tcprtt.h"
 
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 /// local port to trace, host byte order (0: any)
 const volatile int targ_sport = 0;
 /// remote port to trace, host byte order (0: any)
@@ -30,6 +32,8 @@ const volatile bool targ_raddr_hist = false;
 const volatile bool targ_show_ext = false;
 /// milliseconds instead of microseconds
 const volatile bool targ_ms = false;
+/// unkeyed samples go to the per-CPU hist_cpu map, not hists; set by the runner
+const volatile bool targ_percpu = false;
 
 /// @sample {"interval": 1000, "type": "log2_hist"}
 struct {
@@ -38,6 +42,15 @@ struct {
 	__type(key, struct hist_key);
 	__type(value, struct hist);
 } hists SEC(".maps");
+
+/* The unkeyed histogram, one copy per CPU: no shared cache line, no
+ * atomics. Only the runner reads it (targ_percpu); ecli reads hists. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hist);
+} hist_cpu SEC(".maps");
 
 /* Samples that found no room for their key in a full hists map. */
 struct {
@@ -49,6 +62,9 @@ struct {
 
 /* Settings live in frozen .rodata, so the verifier sees these as constants
  * and prunes every branch of a filter that is off. */
+/* Settings live in frozen .rodata, so the verifier sees these as constants
+ * and prunes every branch of a filter that is off: a run pays only for
+ * what the settings ask for. */
 static __always_inline bool v6_set(const volatile __u8 *addr)
 {
 	const volatile __u64 *half = (const volatile __u64 *)addr;
@@ -56,90 +72,233 @@ static __always_inline bool v6_set(const volatile __u8 *addr)
 	return (half[0] | half[1]) != 0;
 }
 
-static __always_inline bool v6_equal(const struct in6_addr *a, const volatile __u8 *b)
+static __always_inline bool v6_equal(const __u32 *a, const volatile __u8 *b)
 {
-	const volatile __u64 *want = (const volatile __u64 *)b;
-	const __u64 *have = (const __u64 *)a->in6_u.u6_addr8;
+	const volatile __u32 *want = (const volatile __u32 *)b;
 
-	return have[0] == want[0] && have[1] == want[1];
+	return a[0] == want[0] && a[1] == want[1] && a[2] == want[2] && a[3] == want[3];
 }
 
-static __always_inline bool v4_mapped(const struct in6_addr *a)
+static __always_inline bool v4_mapped(const __u32 *a)
 {
-	return a->in6_u.u6_addr32[0] == 0 && a->in6_u.u6_addr32[1] == 0 &&
-	       a->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff);
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
+/* floor(log2(v)), 0 for 0: a binary search by branches, which the CPU
+ * predicts well, since one connection's RTT changes slowly. */
 static __always_inline __u32 log2_u32(__u32 v)
 {
-	__u32 r, shift;
+	__u32 r = 0;
 
-	r = (v > 0xFFFF) << 4; v >>= r;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	return r;
+	if (v >= 1U << 16) {
+		v >>= 16;
+		r += 16;
+	}
+	if (v >= 1U << 8) {
+		v >>= 8;
+		r += 8;
+	}
+	if (v >= 1U << 4) {
+		v >>= 4;
+		r += 4;
+	}
+	if (v >= 1U << 2) {
+		v >>= 2;
+		r += 2;
+	}
+	return r + (v >> 1);
 }
 
-static __always_inline void key_addr(struct hist_key *key, bool v4, __be32 addr4,
-				     const struct in6_addr *addr6)
+/*
+ * One segment's socket as the handler sees it. The tracepoint's record
+ * already holds what the kernel read from the socket (ports, addresses,
+ * srtt): the tracepoint entry passes it, and the handler reads the record
+ * with plain loads. The other entries pass only the socket, read with CO-RE.
+ * Each entry inlines the handler with rec constant, so each carries only
+ * its own way of reading. (The accessors copy s->sk to a local first:
+ * inside BPF_CORE_READ, s->sk would be relocated as if seg were a kernel type.)
+ */
+struct seg {
+	struct sock *sk;
+	const struct trace_event_raw_tcp_probe *rec;
+	bool has_rec;	/* a constant in each entry, so the compiler drops the other way */
+};
+
+/* The record's addresses are a sockaddr_in or sockaddr_in6. The record is
+ * read only by loads at constant offsets (the verifier refuses a computed
+ * pointer into it), and only aligned: IPv6 addresses go in words. */
+#define SIN_ADDR 4
+#define SIN6_ADDR 8
+#define REC_ADDR(rec, field, family, addr)						\
+	do {										\
+		if ((family) == AF_INET) {						\
+			(addr)[0] = *(const __u32 *)&(rec)->field[SIN_ADDR];		\
+		} else {								\
+			(addr)[0] = *(const __u32 *)&(rec)->field[SIN6_ADDR];		\
+			(addr)[1] = *(const __u32 *)&(rec)->field[SIN6_ADDR + 4];	\
+			(addr)[2] = *(const __u32 *)&(rec)->field[SIN6_ADDR + 8];	\
+			(addr)[3] = *(const __u32 *)&(rec)->field[SIN6_ADDR + 12];	\
+		}									\
+	} while (0)
+
+static __always_inline __u16 seg_family(const struct seg *s)
 {
-	if (v4) {
+	struct sock *sk = s->sk;
+
+	if (s->has_rec)
+		return *(const __u16 *)&s->rec->saddr[0];
+	return BPF_CORE_READ(sk, __sk_common.skc_family);
+}
+
+static __always_inline __u16 seg_lport(const struct seg *s)
+{
+	struct sock *sk = s->sk;
+
+	if (s->has_rec)
+		return s->rec->sport;
+	return BPF_CORE_READ(sk, __sk_common.skc_num);
+}
+
+static __always_inline __u16 seg_rport(const struct seg *s)
+{
+	struct sock *sk = s->sk;
+
+	if (s->has_rec)
+		return s->rec->dport;
+	return bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+static __always_inline __u32 seg_srtt(const struct seg *s)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)s->sk;
+
+	if (s->has_rec)
+		return s->rec->srtt;
+#ifdef TCPRTT_RAW_TP
+	/* A typed, read-only view of the socket: a plain load, not a helper call. */
+	tp = bpf_rdonly_cast(tp, bpf_core_type_id_kernel(struct tcp_sock));
+	return tp->srtt_us >> 3;
+#endif
+	return BPF_CORE_READ(tp, srtt_us) >> 3;
+}
+
+/* The local (remote) address: IPv4 in addr[0], IPv6 in addr[0..3]. */
+static __always_inline void seg_addr(const struct seg *s, bool local, __u16 family,
+				     __u32 addr[4])
+{
+	struct sock *sk = s->sk;
+
+	if (s->has_rec && local) {
+		REC_ADDR(s->rec, saddr, family, addr);
+	} else if (s->has_rec) {
+		REC_ADDR(s->rec, daddr, family, addr);
+	} else if (family == AF_INET) {
+		addr[0] = local ? BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr)
+				: BPF_CORE_READ(sk, __sk_common.skc_daddr);
+	} else if (local) {
+		BPF_CORE_READ_INTO((struct in6_addr *)addr, sk, __sk_common.skc_v6_rcv_saddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)addr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+/* Whether an address passes its filters; a v4-mapped IPv6 address is
+ * tested, and keyed, as the IPv4 address it maps. */
+static __always_inline bool addr_ok(__u16 family, const __u32 addr[4],
+				    unsigned long long want4, const volatile __u8 *want6)
+{
+	bool v4 = family == AF_INET || v4_mapped(addr);
+	__u32 a4 = family == AF_INET ? addr[0] : addr[3];
+
+	if (want4 && (!v4 || a4 != bpf_htonl((__u32)want4)))
+		return false;
+	if (v6_set(want6) && (v4 || !v6_equal(addr, want6)))
+		return false;
+	return true;
+}
+
+static __always_inline void key_addr(struct hist_key *key, __u16 family, const __u32 addr[4])
+{
+	if (family == AF_INET || v4_mapped(addr)) {
+		__u32 a4 = family == AF_INET ? addr[0] : addr[3];
+
 		key->family = AF_INET;
-		__builtin_memcpy(key->addr, &addr4, sizeof(addr4));
+		__builtin_memcpy(key->addr, &a4, sizeof(a4));
 	} else {
 		key->family = AF_INET6;
-		__builtin_memcpy(key->addr, addr6->in6_u.u6_addr8, IPV6_LEN);
+		__builtin_memcpy(key->addr, addr, IPV6_LEN);
 	}
 }
 
-static __always_inline int handle_rcv_established(struct sock *sk)
+static __always_inline void add_sample(struct hist *histp, __u32 srtt, bool shared)
 {
-	struct in6_addr laddr6 = {}, raddr6 = {};
-	__be32 laddr4 = 0, raddr4 = 0;
-	struct hist_key key = {};
-	struct hist *histp;
-	__u32 srtt, slot;
-	__u16 family;
-	bool v4;
+	__u32 slot;
 
-	if (targ_sport && targ_sport != BPF_CORE_READ(sk, __sk_common.skc_num))
-		return 0;
-	if (targ_dport && targ_dport != bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)))
-		return 0;
-
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (family == AF_INET) {
-		v4 = true;
-		laddr4 = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		raddr4 = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-	} else if (family == AF_INET6) {
-		/* A v4-mapped socket carries IPv4 traffic: treat it as IPv4. */
-		BPF_CORE_READ_INTO(&raddr6, sk, __sk_common.skc_v6_daddr);
-		BPF_CORE_READ_INTO(&laddr6, sk, __sk_common.skc_v6_rcv_saddr);
-		v4 = v4_mapped(&raddr6);
-		laddr4 = laddr6.in6_u.u6_addr32[3];
-		raddr4 = raddr6.in6_u.u6_addr32[3];
+	if (targ_ms)
+		srtt /= 1000U;
+	slot = log2_u32(srtt);
+	if (slot >= MAX_SLOTS)
+		slot = MAX_SLOTS - 1;
+	if (shared) {
+		__sync_fetch_and_add(&histp->slots[slot], 1);
+		if (targ_show_ext) {
+			__sync_fetch_and_add(&histp->latency, srtt);
+			__sync_fetch_and_add(&histp->cnt, 1);
+		}
 	} else {
+		/* This CPU's own copy: a program does not run twice at once on
+		 * one CPU (the kernel skips a nested run), so plain adds. */
+		histp->slots[slot]++;
+		if (targ_show_ext) {
+			histp->latency += srtt;
+			histp->cnt++;
+		}
+	}
+}
+
+static __always_inline int handle_rcv_established(const struct seg *s)
+{
+	__u32 laddr[4] = {}, raddr[4] = {};
+	struct hist *histp;
+	__u16 family = 0;
+	__u32 idx = 0;
+
+	if (targ_sport && targ_sport != seg_lport(s))
+		return 0;
+	if (targ_dport && targ_dport != seg_rport(s))
+		return 0;
+
+	if (targ_ipver || targ_saddr || targ_daddr || v6_set(targ_saddr_v6) ||
+	    v6_set(targ_daddr_v6) || targ_laddr_hist || targ_raddr_hist) {
+		family = seg_family(s);
+		if (family != AF_INET && family != AF_INET6)
+			return 0;
+		seg_addr(s, true, family, laddr);
+		seg_addr(s, false, family, raddr);
+		if (targ_ipver) {
+			bool v4 = family == AF_INET || v4_mapped(raddr);
+
+			if ((targ_ipver == 4 && !v4) || (targ_ipver == 6 && v4))
+				return 0;
+		}
+		if (!addr_ok(family, laddr, targ_saddr, targ_saddr_v6) ||
+		    !addr_ok(family, raddr, targ_daddr, targ_daddr_v6))
+			return 0;
+	}
+
+	if (targ_percpu && !targ_laddr_hist && !targ_raddr_hist) {
+		histp = bpf_map_lookup_elem(&hist_cpu, &idx);
+		if (histp)
+			add_sample(histp, seg_srtt(s), false);
 		return 0;
 	}
 
-	if ((targ_ipver == 4 && !v4) || (targ_ipver == 6 && v4))
-		return 0;
-	if (targ_saddr && (!v4 || laddr4 != bpf_htonl((__u32)targ_saddr)))
-		return 0;
-	if (targ_daddr && (!v4 || raddr4 != bpf_htonl((__u32)targ_daddr)))
-		return 0;
-	if (v6_set(targ_saddr_v6) && (v4 || !v6_equal(&laddr6, targ_saddr_v6)))
-		return 0;
-	if (v6_set(targ_daddr_v6) && (v4 || !v6_equal(&raddr6, targ_daddr_v6)))
-		return 0;
+	struct hist_key key = {};
 
 	if (targ_laddr_hist)
-		key_addr(&key, v4, laddr4, &laddr6);
+		key_addr(&key, family, laddr);
 	else if (targ_raddr_hist)
-		key_addr(&key, v4, raddr4, &raddr6);
+		key_addr(&key, family, raddr);
 
 	histp = bpf_map_lookup_elem(&hists, &key);
 	if (!histp) {
@@ -147,42 +306,51 @@ static __always_inline int handle_rcv_established(struct sock *sk)
 
 		bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST);
 		histp = bpf_map_lookup_elem(&hists, &key);
-		if (!histp) {
-			__u32 idx = 0;
-			__u64 *drops = bpf_map_lookup_elem(&dropped, &idx);
-
-			if (drops)
-				__sync_fetch_and_add(drops, 1);
-			return 0;
-		}
 	}
-
-	srtt = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
-	if (targ_ms)
-		srtt /= 1000U;
-	slot = log2_u32(srtt);
-	if (slot >= MAX_SLOTS)
-		slot = MAX_SLOTS - 1;
-	__sync_fetch_and_add(&histp->slots[slot], 1);
-	if (targ_show_ext) {
-		__sync_fetch_and_add(&histp->latency, srtt);
-		__sync_fetch_and_add(&histp->cnt, 1);
+	if (histp) {
+		add_sample(histp, seg_srtt(s), true);
+		return 0;
 	}
+	/* The key map is full. */
+	__u64 *drops = bpf_map_lookup_elem(&dropped, &idx);
+
+	if (drops)
+		__sync_fetch_and_add(drops, 1);
 	return 0;
 }
 
 #if defined(TCPRTT_FENTRY)
 SEC("fentry/tcp_rcv_established")
-int BPF_PROG(rtt_fentry, struct sock *sk) { return handle_rcv_established(sk); }
+int BPF_PROG(rtt_fentry, struct sock *sk)
+{
+	struct seg s = {.sk = sk};
+
+	return handle_rcv_established(&s);
+}
 #elif defined(TCPRTT_KPROBE)
 SEC("kprobe/tcp_rcv_established")
-int BPF_KPROBE(rtt_kprobe, struct sock *sk) { return handle_rcv_established(sk); }
+int BPF_KPROBE(rtt_kprobe, struct sock *sk)
+{
+	struct seg s = {.sk = sk};
+
+	return handle_rcv_established(&s);
+}
 #elif defined(TCPRTT_RAW_TP)
 SEC("raw_tp/tcp_probe")
-int BPF_PROG(rtt_raw_tp, struct sock *sk) { return handle_rcv_established(sk); }
+int BPF_PROG(rtt_raw_tp, struct sock *sk)
+{
+	struct seg s = {.sk = sk};
+
+	return handle_rcv_established(&s);
+}
 #elif defined(TCPRTT_TRACEPOINT)
 SEC("tracepoint/tcp/tcp_probe")
-int rtt_tp(struct trace_event_raw_tcp_probe *ctx) { return handle_rcv_established((struct sock *)ctx->skaddr); }
+int rtt_tp(struct trace_event_raw_tcp_probe *ctx)
+{
+	struct seg s = {.rec = ctx, .has_rec = true};
+
+	return handle_rcv_established(&s);
+}
 #else
 #error "define one of TCPRTT_FENTRY, TCPRTT_KPROBE, TCPRTT_RAW_TP, TCPRTT_TRACEPOINT"
 #endif

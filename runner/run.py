@@ -19,6 +19,7 @@ from typing import Callable, TextIO
 from . import capabilities, options
 from .addresses import key_address, key_family
 from .build import host_arch
+from .config import probe_config
 from .errors import TcprttError, UsageError
 from .histogram import Hist, Intervals
 from .package import Package, load, shipped
@@ -196,7 +197,12 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts, err))
     else:
         require_capabilities()
-        choice = choose(tcprtt_packages(opts, err), values, opts.attach, opts.max_keys)
+        packages = tcprtt_packages(opts, err)
+        percpu = probe_config()["percpu"]["setting"]
+        if not (opts.byladdr or opts.byraddr) and all(
+                any(s.name == percpu for s in p.settings) for p in packages.values()):
+            values[percpu] = True  # packages of an older release lack it
+        choice = choose(packages, values, opts.attach, opts.max_keys)
         tracer = choice.tracer
         if opts.verbose:
             for attempt in choice.tried:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from . import features
 from .bpfobject import to_json
+from .config import probe_config
 from .errors import KernelError, TcprttError
 from .histogram import Hist
 from .loader.probe import LoadedProbe
@@ -41,6 +42,10 @@ class LibbpfTracer:
             raise
         self._hist = package.hists[0]
         self._decode = _fast_decoder(package) or self._generic_decode
+        # tcprtt's unkeyed histogram lives in a per-CPU map when the runner
+        # asked for it (the probe's config names the setting and the map).
+        percpu = probe_config()["percpu"]
+        self._percpu_map = percpu["map"] if values.get(percpu["setting"]) else None
 
     @property
     def probe(self) -> LoadedProbe:
@@ -52,7 +57,20 @@ class LibbpfTracer:
                                  "value": to_json(btf, h.value_type, value)})
 
     def snapshot(self) -> list[Hist]:
+        if self._percpu_map is not None:
+            return [self._percpu_total()]
         return [self._decode(k, v) for k, v in self._probe.read(self._hist)]
+
+    def _percpu_total(self) -> Hist:
+        """The per-CPU copies summed, keyed as the unkeyed hists entry is."""
+        h = self._hist
+        zero_key = bytes(h.key_size)
+        parts = [self._decode(zero_key, v)
+                 for v in self._probe.read_percpu(self._percpu_map, h.value_size)]
+        first = parts[0]
+        return Hist(key=first.key, slots=tuple(map(sum, zip(*(p.slots for p in parts)))),
+                    latency=sum(p.latency for p in parts), cnt=sum(p.cnt for p in parts),
+                    extra=first.extra, has_sum=first.has_sum)
 
     def dropped(self) -> int:
         return self._probe.read_counter("dropped") if self._probe.has_map("dropped") else 0

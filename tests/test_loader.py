@@ -263,3 +263,22 @@ def test_every_key_is_read_whatever_the_key_capacity(root, keys):
         hists = tracer.snapshot()
     assert len(hists) == keys
     assert len({key_address(x.key) for x in hists}) == keys
+
+
+@pytest.mark.parametrize("variant", ["raw_tp", "tracepoint"])
+def test_per_cpu_storage_counts_what_the_shared_map_counts(root, variant):
+    """The runner's unkeyed per-CPU histogram and the hists map that ecli
+    reads, attached at once to the same connection, hold the same samples."""
+    if not runnable(variant):
+        pytest.skip(f"this kernel lacks {variant}: {features.check(variant)}")
+    with tcp_pair() as pair:
+        values = {"targ_sport": pair.server_port, "targ_show_ext": True}
+        with LibbpfTracer(pkg(variant), values, variant) as shared, \
+                LibbpfTracer(pkg(variant), dict(values, targ_percpu=True), variant) as percpu:
+            pair.exchange(300)
+            time.sleep(0.05)
+            a, b = shared.snapshot(), percpu.snapshot()
+    assert len(a) == len(b) == 1
+    assert a[0].total >= 300
+    assert (a[0].slots, a[0].cnt, a[0].latency) == (b[0].slots, b[0].cnt, b[0].latency)
+    assert a[0].key == b[0].key

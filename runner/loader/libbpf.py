@@ -97,6 +97,7 @@ _SIGNATURES = {
                                      POINTER(c_uint32), POINTER(BatchOpts)], None),
     "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)], None),
     "libbpf_set_print": (c_void_p, [PRINT_FN], None),
+    "libbpf_num_possible_cpus": (c_int, [], _check_int),
     "libbpf_major_version": (c_uint32, [], None),
     "libbpf_minor_version": (c_uint32, [], None),
     "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p], None),

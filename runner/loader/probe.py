@@ -138,6 +138,16 @@ class LoadedProbe:
         self._lib.bpf_map_lookup_elem(self.map_fd(name), ctypes.byref(key), ctypes.byref(value))
         return value.value
 
+    def read_percpu(self, name: str, value_size: int, index: int = 0) -> list[bytes]:
+        """Entry ``index`` of a per-CPU array: one value per possible CPU."""
+        stride = (value_size + 7) // 8 * 8
+        cpus = self._lib.libbpf_num_possible_cpus()
+        key = ctypes.c_uint32(index)
+        buf = ctypes.create_string_buffer(stride * cpus)
+        self._lib.bpf_map_lookup_elem(self.map_fd(name), ctypes.byref(key), buf)
+        raw = buf.raw
+        return [raw[i * stride:i * stride + value_size] for i in range(cpus)]
+
     def map_fd(self, name: str) -> int:
         return self._lib.bpf_map__fd(self._maps[name])
 

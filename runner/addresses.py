@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 AF_INET, AF_INET6 = 2, 10
+V4_IN_V6_PREFIXES = (bytes(12), bytes(10) + b"\xff\xff")  # ::a.b.c.d, ::ffff:a.b.c.d
 
 
 def key_address(key: object) -> str | None:
@@ -13,9 +15,11 @@ def key_address(key: object) -> str | None:
         return None
     family, raw = key.get("family"), bytes(key.get("addr") or b"")
     if family == AF_INET:
-        return str(ipaddress.IPv4Address(raw[:4]))
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
     if family == AF_INET6:
-        return str(ipaddress.IPv6Address(raw[:16]))
+        if raw[:12] in V4_IN_V6_PREFIXES:  # libc prints these with dotted quads
+            return str(ipaddress.IPv6Address(raw[:16]))
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])  # RFC 5952, as ipaddress
     return None
 
 

@@ -8,7 +8,9 @@ cumulative since the probe started, in ecli's JSON shape:
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import accumulate
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,25 @@ def bucket_bounds(slot: int) -> tuple[int, int]:
     if slot == 0:
         return 0, 1
     return 1 << slot, (1 << (slot + 1)) - 1
+
+
+def percentiles(slots: tuple[int, ...] | list[int], qs: tuple[float, ...]) -> list[float | None]:
+    """``percentile`` for each of ``qs``, from one running sum of the slots."""
+    cum = list(accumulate(slots))
+    total = cum[-1] if cum else 0
+    if total == 0:
+        return [None] * len(qs)
+    out: list[float | None] = []
+    for q in qs:
+        rank = q * total
+        i = bisect_left(cum, rank)  # the first slot whose running sum reaches the rank
+        if i == len(cum):
+            out.append(float(bucket_bounds(len(slots) - 1)[1]))
+            continue
+        low, high = bucket_bounds(i)
+        n = slots[i]
+        out.append(min(low + (high + 1 - low) * (rank - (cum[i] - n)) / n, float(high)))
+    return out
 
 
 def percentile(slots: tuple[int, ...] | list[int], q: float) -> float | None:

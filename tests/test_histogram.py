@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from runner.histogram import Hist, Intervals, bucket_bounds, percentile
+from runner.histogram import Hist, Intervals, bucket_bounds, percentile, percentiles
 
 
 def test_intervals_are_differences_of_cumulative_reads():
@@ -48,3 +50,10 @@ def test_percentiles_follow_the_rank():
 def test_average():
     assert Hist(key=None, slots=(1,), latency=9, cnt=3).average == 3
     assert Hist(key=None, slots=(0,)).average is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=1 << 20), min_size=1, max_size=27))
+def test_one_pass_percentiles_agree_with_each_percentile(slots):
+    qs = (0.5, 0.9, 0.99)
+    assert percentiles(slots, qs) == [percentile(slots, q) for q in qs]

@@ -40,13 +40,6 @@ def test_interval_matches_expected_file(name):
     assert render_interval(parse(*argv), hists, WHEN) == (EXPECTED / name).read_text()
 
 
-def test_stars_scale_to_forty_columns_and_plus_marks_overflow():
-    assert text._stars(40, 40, 40) == "*" * 40
-    assert text._stars(1, 40, 40) == "*" + " " * 39
-    assert text._stars(0, 40, 40) == " " * 40
-    assert text._stars(50, 40, 40) == "*" * 39 + "+"
-
-
 def test_log2_table_stops_at_the_last_nonzero_slot_and_is_empty_for_nothing():
     table = text.log2_hist([0, 0, 4] + [0] * 24, "usecs")
     assert table.splitlines()[-1].startswith("         4 -> 7          : 4")

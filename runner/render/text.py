@@ -5,33 +5,36 @@ from __future__ import annotations
 STARS = 40
 
 
-def _stars(val: int, val_max: int, width: int) -> str:
-    if val_max <= 0:
-        return " " * width
-    n = min(val, val_max) * width // val_max
-    text = "*" * n + " " * (width - n)
-    if val > val_max:
-        text = text[:-1] + "+"
-    return text
+def _slot_head(wide: bool, i: int) -> str:
+    """The fixed start of slot i's line: its range and the colon."""
+    width = 20 if wide else 10
+    low, high = (1 << (i + 1)) >> 1, (1 << (i + 1)) - 1
+    if low == high:
+        low -= 1
+    return f"{low:>{width}} -> {high:<{width}} : "
+
+
+# Formatted once: a keyed interval may print thousands of tables.
+_HEADS = {wide: tuple(_slot_head(wide, i) for i in range(64)) for wide in (False, True)}
+_BARS = {n: tuple("*" * k + " " * (n - k) for k in range(n + 1)) for n in (STARS, STARS // 2)}
 
 
 def log2_hist(slots: tuple[int, ...] | list[int], unit: str) -> str:
     """The table for one histogram; empty when every slot is zero."""
-    idx_max = max((i for i, v in enumerate(slots) if v > 0), default=-1)
+    idx_max = len(slots) - 1
+    while idx_max >= 0 and slots[idx_max] <= 0:
+        idx_max -= 1
     if idx_max < 0:
         return ""
     val_max = max(slots)
     wide = idx_max > 32
     stars = STARS // 2 if wide else STARS
-    width = 20 if wide else 10
+    heads, bars = _HEADS[wide], _BARS[stars]
+    if idx_max >= len(heads):
+        heads = tuple(_slot_head(wide, i) for i in range(idx_max + 1))
     lines = [f"{'':{15 if wide else 5}}{unit:<{29 if wide else 19}} : count    distribution"]
-    for i in range(idx_max + 1):
-        low, high = (1 << (i + 1)) >> 1, (1 << (i + 1)) - 1
-        if low == high:
-            low -= 1
-        val = slots[i]
-        bar = _stars(val, val_max, stars)
-        lines.append(f"{low:>{width}} -> {high:<{width}} : {val:<8} |{bar}|")
+    lines += [f"{heads[i]}{val:<8} |{bars[max(val, 0) * stars // val_max]}|"
+              for i, val in enumerate(slots[:idx_max + 1])]
     return "\n".join(lines) + "\n"
 
 

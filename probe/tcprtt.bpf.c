@@ -32,7 +32,7 @@ const volatile bool targ_raddr_hist = false;
 const volatile bool targ_show_ext = false;
 /// milliseconds instead of microseconds
 const volatile bool targ_ms = false;
-/// unkeyed samples go to the per-CPU hist_cpu map, not hists; set by the runner
+/// samples go first to the per-CPU maps hist_cpu and key_cache; set by the runner
 const volatile bool targ_percpu = false;
 
 /// @sample {"interval": 1000, "type": "log2_hist"}
@@ -51,6 +51,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct hist);
 } hist_cpu SEC(".maps");
+
+/* Keyed histograms, one copy per CPU, in a small direct-mapped table in
+ * front of hists: an address hashes to one slot, the first key to use a
+ * slot keeps it, and a key whose slot is taken goes to hists. A slot is
+ * found by an inlined array lookup rather than a hash map's walk. A key
+ * takes a slot only once it has an entry in hists, so the keys are hists'
+ * keys and --max-keys bounds them. Only the runner reads it (targ_percpu),
+ * adding each key's copies to its hists entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KEY_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct key_slot);
+} key_cache SEC(".maps");
 
 /* Samples that found no room for their key in a full hists map. */
 struct {
@@ -110,18 +124,25 @@ static __always_inline __u32 log2_u32(__u32 v)
 }
 
 /*
- * One segment's socket as the handler sees it. The tracepoint's record
- * already holds what the kernel read from the socket (ports, addresses,
- * srtt): the tracepoint entry passes it, and the handler reads the record
- * with plain loads. The other entries pass only the socket, read with CO-RE.
- * Each entry inlines the handler with rec constant, so each carries only
- * its own way of reading. (The accessors copy s->sk to a local first:
- * inside BPF_CORE_READ, s->sk would be relocated as if seg were a kernel type.)
+ * One segment's socket as the handler sees it, and how to read it; `how`
+ * is a constant in each entry, so each inlined copy of the handler carries
+ * only its own way of reading:
+ * - FROM_RECORD (tracepoint): the record already holds what the kernel read
+ *   from the socket (ports, addresses as a sockaddr, srtt): plain loads.
+ * - TYPED (raw tracepoint): bpf_rdonly_cast() gives read-only typed views of
+ *   the socket, read by plain loads, CO-RE relocated, faulting safely.
+ * - PROBE_READ (fentry, kprobe): BPF_CORE_READ, a helper call per field.
+ * (Each accessor copies the socket pointer to a local first: inside
+ * BPF_CORE_READ, s->sk would be relocated as if seg were a kernel type.)
  */
+enum how { FROM_RECORD, TYPED, PROBE_READ };
+
 struct seg {
-	struct sock *sk;
-	const struct trace_event_raw_tcp_probe *rec;
-	bool has_rec;	/* a constant in each entry, so the compiler drops the other way */
+	enum how how;
+	struct sock *sk;			/* PROBE_READ */
+	const struct sock *ro;			/* TYPED */
+	const struct tcp_sock *ro_tcp;		/* TYPED */
+	const struct trace_event_raw_tcp_probe *rec;	/* FROM_RECORD */
 };
 
 /* The record's addresses are a sockaddr_in or sockaddr_in6. The record is
@@ -140,13 +161,22 @@ struct seg {
 			(addr)[3] = *(const __u32 *)&(rec)->field[SIN6_ADDR + 12];	\
 		}									\
 	} while (0)
+#define TYPED_V6(ro, field, addr)							\
+	do {										\
+		(addr)[0] = (ro)->__sk_common.field.in6_u.u6_addr32[0];		\
+		(addr)[1] = (ro)->__sk_common.field.in6_u.u6_addr32[1];		\
+		(addr)[2] = (ro)->__sk_common.field.in6_u.u6_addr32[2];		\
+		(addr)[3] = (ro)->__sk_common.field.in6_u.u6_addr32[3];		\
+	} while (0)
 
 static __always_inline __u16 seg_family(const struct seg *s)
 {
 	struct sock *sk = s->sk;
 
-	if (s->has_rec)
+	if (s->how == FROM_RECORD)
 		return *(const __u16 *)&s->rec->saddr[0];
+	if (s->how == TYPED)
+		return s->ro->__sk_common.skc_family;
 	return BPF_CORE_READ(sk, __sk_common.skc_family);
 }
 
@@ -154,8 +184,10 @@ static __always_inline __u16 seg_lport(const struct seg *s)
 {
 	struct sock *sk = s->sk;
 
-	if (s->has_rec)
+	if (s->how == FROM_RECORD)
 		return s->rec->sport;
+	if (s->how == TYPED)
+		return s->ro->__sk_common.skc_num;
 	return BPF_CORE_READ(sk, __sk_common.skc_num);
 }
 
@@ -163,8 +195,10 @@ static __always_inline __u16 seg_rport(const struct seg *s)
 {
 	struct sock *sk = s->sk;
 
-	if (s->has_rec)
+	if (s->how == FROM_RECORD)
 		return s->rec->dport;
+	if (s->how == TYPED)
+		return bpf_ntohs(s->ro->__sk_common.skc_dport);
 	return bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 }
 
@@ -172,13 +206,10 @@ static __always_inline __u32 seg_srtt(const struct seg *s)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)s->sk;
 
-	if (s->has_rec)
+	if (s->how == FROM_RECORD)
 		return s->rec->srtt;
-#ifdef TCPRTT_RAW_TP
-	/* A typed, read-only view of the socket: a plain load, not a helper call. */
-	tp = bpf_rdonly_cast(tp, bpf_core_type_id_kernel(struct tcp_sock));
-	return tp->srtt_us >> 3;
-#endif
+	if (s->how == TYPED)
+		return s->ro_tcp->srtt_us >> 3;
 	return BPF_CORE_READ(tp, srtt_us) >> 3;
 }
 
@@ -188,10 +219,19 @@ static __always_inline void seg_addr(const struct seg *s, bool local, __u16 fami
 {
 	struct sock *sk = s->sk;
 
-	if (s->has_rec && local) {
-		REC_ADDR(s->rec, saddr, family, addr);
-	} else if (s->has_rec) {
-		REC_ADDR(s->rec, daddr, family, addr);
+	if (s->how == FROM_RECORD) {
+		if (local)
+			REC_ADDR(s->rec, saddr, family, addr);
+		else
+			REC_ADDR(s->rec, daddr, family, addr);
+	} else if (s->how == TYPED) {
+		if (family == AF_INET)
+			addr[0] = local ? s->ro->__sk_common.skc_rcv_saddr
+					: s->ro->__sk_common.skc_daddr;
+		else if (local)
+			TYPED_V6(s->ro, skc_v6_rcv_saddr, addr);
+		else
+			TYPED_V6(s->ro, skc_v6_daddr, addr);
 	} else if (family == AF_INET) {
 		addr[0] = local ? BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr)
 				: BPF_CORE_READ(sk, __sk_common.skc_daddr);
@@ -217,17 +257,19 @@ static __always_inline bool addr_ok(__u16 family, const __u32 addr[4],
 	return true;
 }
 
-static __always_inline void key_addr(struct hist_key *key, __u16 family, const __u32 addr[4])
+/* A key's family and address words (IPv4 in word 0, the rest zero); a
+ * v4-mapped address becomes the IPv4 address it maps. */
+static __always_inline __u16 key_words(__u16 family, const __u32 addr[4], __u32 words[4])
 {
 	if (family == AF_INET || v4_mapped(addr)) {
-		__u32 a4 = family == AF_INET ? addr[0] : addr[3];
-
-		key->family = AF_INET;
-		__builtin_memcpy(key->addr, &a4, sizeof(a4));
-	} else {
-		key->family = AF_INET6;
-		__builtin_memcpy(key->addr, addr, IPV6_LEN);
+		words[0] = family == AF_INET ? addr[0] : addr[3];
+		return AF_INET;
 	}
+	words[0] = addr[0];
+	words[1] = addr[1];
+	words[2] = addr[2];
+	words[3] = addr[3];
+	return AF_INET6;
 }
 
 static __always_inline void add_sample(struct hist *histp, __u32 srtt, bool shared)
@@ -293,12 +335,27 @@ static __always_inline int handle_rcv_established(const struct seg *s)
 		return 0;
 	}
 
+	struct key_slot *slot = NULL;
 	struct hist_key key = {};
 
-	if (targ_laddr_hist)
-		key_addr(&key, family, laddr);
-	else if (targ_raddr_hist)
-		key_addr(&key, family, raddr);
+	if (targ_laddr_hist || targ_raddr_hist) {
+		__u32 words[4] = {};
+		__u32 i;
+
+		key.family = key_words(family, targ_laddr_hist ? laddr : raddr, words);
+		__builtin_memcpy(key.addr, words, IPV6_LEN);
+		if (targ_percpu) {
+			i = ((words[0] ^ words[1] ^ words[2] ^ words[3]) * 2654435761U) >>
+			    (32 - KEY_CACHE_BITS);
+			slot = bpf_map_lookup_elem(&key_cache, &i);
+			if (slot && slot->family == key.family && slot->addr[0] == words[0] &&
+			    slot->addr[1] == words[1] && slot->addr[2] == words[2] &&
+			    slot->addr[3] == words[3]) {
+				add_sample(&slot->hist, seg_srtt(s), false);
+				return 0;
+			}
+		}
+	}
 
 	histp = bpf_map_lookup_elem(&hists, &key);
 	if (!histp) {
@@ -306,6 +363,15 @@ static __always_inline int handle_rcv_established(const struct seg *s)
 
 		bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST);
 		histp = bpf_map_lookup_elem(&hists, &key);
+	}
+	if (histp && slot && !slot->family) {
+		/* A key takes a free cache slot only once it has its hists entry,
+		 * so the cache never holds a key that hists has no room for. The
+		 * slot is this CPU's own copy: no one claims it meanwhile. */
+		slot->family = key.family;
+		__builtin_memcpy(slot->addr, key.addr, IPV6_LEN);
+		add_sample(&slot->hist, seg_srtt(s), false);
+		return 0;
 	}
 	if (histp) {
 		add_sample(histp, seg_srtt(s), true);
@@ -323,7 +389,7 @@ static __always_inline int handle_rcv_established(const struct seg *s)
 SEC("fentry/tcp_rcv_established")
 int BPF_PROG(rtt_fentry, struct sock *sk)
 {
-	struct seg s = {.sk = sk};
+	struct seg s = {.how = PROBE_READ, .sk = sk};
 
 	return handle_rcv_established(&s);
 }
@@ -331,7 +397,7 @@ int BPF_PROG(rtt_fentry, struct sock *sk)
 SEC("kprobe/tcp_rcv_established")
 int BPF_KPROBE(rtt_kprobe, struct sock *sk)
 {
-	struct seg s = {.sk = sk};
+	struct seg s = {.how = PROBE_READ, .sk = sk};
 
 	return handle_rcv_established(&s);
 }
@@ -339,7 +405,11 @@ int BPF_KPROBE(rtt_kprobe, struct sock *sk)
 SEC("raw_tp/tcp_probe")
 int BPF_PROG(rtt_raw_tp, struct sock *sk)
 {
-	struct seg s = {.sk = sk};
+	struct seg s = {
+		.how = TYPED,
+		.ro = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct sock)),
+		.ro_tcp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock)),
+	};
 
 	return handle_rcv_established(&s);
 }
@@ -347,7 +417,7 @@ int BPF_PROG(rtt_raw_tp, struct sock *sk)
 SEC("tracepoint/tcp/tcp_probe")
 int rtt_tp(struct trace_event_raw_tcp_probe *ctx)
 {
-	struct seg s = {.rec = ctx, .has_rec = true};
+	struct seg s = {.how = FROM_RECORD, .rec = ctx};
 
 	return handle_rcv_established(&s);
 }

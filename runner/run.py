@@ -199,8 +199,7 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         require_capabilities()
         packages = tcprtt_packages(opts, err)
         percpu = probe_config()["percpu"]["setting"]
-        if not (opts.byladdr or opts.byraddr) and all(
-                any(s.name == percpu for s in p.settings) for p in packages.values()):
+        if all(any(s.name == percpu for s in p.settings) for p in packages.values()):
             values[percpu] = True  # packages of an older release lack it
         choice = choose(packages, values, opts.attach, opts.max_keys)
         tracer = choice.tracer

@@ -42,10 +42,16 @@ class LibbpfTracer:
             raise
         self._hist = package.hists[0]
         self._decode = _fast_decoder(package) or self._generic_decode
-        # tcprtt's unkeyed histogram lives in a per-CPU map when the runner
-        # asked for it (the probe's config names the setting and the map).
+        # With the runner's per-CPU setting, tcprtt's unkeyed histogram lives
+        # in a per-CPU array, and keyed ones partly in a per-CPU key cache
+        # (the probe's config names the setting and the maps).
         percpu = probe_config()["percpu"]
-        self._percpu_map = percpu["map"] if values.get(percpu["setting"]) else None
+        self._percpu_map = self._key_cache = None
+        if values.get(percpu["setting"]):
+            if values.get("targ_laddr_hist") or values.get("targ_raddr_hist"):
+                self._key_cache = _KeyCache(package, percpu["key_cache"])
+            else:
+                self._percpu_map = percpu["map"]
 
     @property
     def probe(self) -> LoadedProbe:
@@ -59,18 +65,17 @@ class LibbpfTracer:
     def snapshot(self) -> list[Hist]:
         if self._percpu_map is not None:
             return [self._percpu_total()]
-        return [self._decode(k, v) for k, v in self._probe.read(self._hist)]
+        hists = [self._decode(k, v) for k, v in self._probe.read(self._hist)]
+        if self._key_cache is not None:
+            hists = self._key_cache.merge(self._probe, hists)
+        return hists
 
     def _percpu_total(self) -> Hist:
         """The per-CPU copies summed, keyed as the unkeyed hists entry is."""
         h = self._hist
         zero_key = bytes(h.key_size)
-        parts = [self._decode(zero_key, v)
-                 for v in self._probe.read_percpu(self._percpu_map, h.value_size)]
-        first = parts[0]
-        return Hist(key=first.key, slots=tuple(map(sum, zip(*(p.slots for p in parts)))),
-                    latency=sum(p.latency for p in parts), cnt=sum(p.cnt for p in parts),
-                    extra=first.extra, has_sum=first.has_sum)
+        return _sum([self._decode(zero_key, v)
+                     for v in self._probe.read_percpu(self._percpu_map, h.value_size)])
 
     def dropped(self) -> int:
         return self._probe.read_counter("dropped") if self._probe.has_map("dropped") else 0
@@ -83,6 +88,50 @@ class LibbpfTracer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _sum(parts: list[Hist]) -> Hist:
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    return Hist(key=first.key, slots=tuple(map(sum, zip(*(p.slots for p in parts)))),
+                latency=sum(p.latency for p in parts), cnt=sum(p.cnt for p in parts),
+                extra=first.extra, has_sum=first.has_sum)
+
+
+class _KeyCache:
+    """tcprtt's per-CPU key cache: slots of ``struct key_slot {__u32 family;
+    __u32 addr[4]; struct hist hist;}``, family 0 while free. A key's samples
+    are its hists entry plus its slot's copy on every CPU that used it."""
+
+    def __init__(self, package: Package, name: str):
+        mapdef = next(m for m in package.bpf.maps() if m.name == name)
+        btf = package.btf
+        value_t = btf.get(btf.resolve(mapdef.value_type))
+        offsets = {m.name: m.offset for m in value_t.members}
+        if list(offsets) != ["family", "addr", "hist"]:
+            raise TcprttError(f"{package.source}: {name} is not a key cache this runner reads")
+        self.name, self.entries = name, mapdef.max_entries
+        self.value_size = btf.size_of(mapdef.value_type)
+        self.addr_off, self.hist_off = offsets["addr"], offsets["hist"]
+        h = package.hists[0]
+        self._hist = struct.Struct(f"<QQ{h.slots_count}I")
+
+    def merge(self, probe: LoadedProbe, hists: list[Hist]) -> list[Hist]:
+        by_key: dict[tuple[int, bytes], list[Hist]] = {}
+        for h in hists:
+            by_key.setdefault((h.key["family"], bytes(h.key["addr"])), []).append(h)
+        for index in range(self.entries):
+            for value in probe.read_percpu(self.name, self.value_size, index):
+                family = int.from_bytes(value[:4], "little")
+                if not family:
+                    continue
+                addr = value[self.addr_off:self.addr_off + 16]
+                fields = self._hist.unpack_from(value, self.hist_off)
+                by_key.setdefault((family, addr), []).append(
+                    Hist(key={"family": family, "addr": list(addr)}, slots=fields[2:],
+                         latency=fields[0], cnt=fields[1]))
+        return [_sum(parts) for parts in by_key.values()]
 
 
 def _fast_decoder(package: Package):

@@ -282,3 +282,25 @@ def test_per_cpu_storage_counts_what_the_shared_map_counts(root, variant):
     assert a[0].total >= 300
     assert (a[0].slots, a[0].cnt, a[0].latency) == (b[0].slots, b[0].cnt, b[0].latency)
     assert a[0].key == b[0].key
+
+
+@pytest.mark.parametrize("variant", ["raw_tp", "tracepoint"])
+@pytest.mark.parametrize("setting", ["targ_raddr_hist", "targ_laddr_hist"])
+def test_per_cpu_key_cache_counts_what_the_shared_map_counts(root, variant, setting):
+    """Keyed, the runner's per-CPU key cache plus hists hold, key by key,
+    what hists alone holds for ecli: IPv4 and IPv6 peers at once."""
+    if not runnable(variant):
+        pytest.skip(f"this kernel lacks {variant}: {features.check(variant)}")
+    with tcp_pair("127.0.0.1") as v4, tcp_pair("::1", v4.server_port) as v6:
+        # Both servers on one port: the filter keeps other loopback traffic out.
+        values = {setting: True, "targ_show_ext": True, "targ_sport": v4.server_port}
+        with LibbpfTracer(pkg(variant), values, variant) as shared, \
+                LibbpfTracer(pkg(variant), dict(values, targ_percpu=True), variant) as percpu:
+            v4.exchange(200)
+            v6.exchange(200)
+            time.sleep(0.05)
+            a, b = shared.snapshot(), percpu.snapshot()
+    by_key = {key_address(h.key): (h.slots, h.cnt, h.latency) for h in a}
+    assert by_key == {key_address(h.key): (h.slots, h.cnt, h.latency) for h in b}
+    assert {"127.0.0.1", "::1"} <= set(by_key)
+    assert len(b) == len({key_address(h.key) for h in b}), "one histogram per key"

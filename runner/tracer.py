@@ -65,9 +65,17 @@ class LibbpfTracer:
     def snapshot(self) -> list[Hist]:
         if self._percpu_map is not None:
             return [self._percpu_total()]
-        hists = [self._decode(k, v) for k, v in self._probe.read(self._hist)]
-        if self._key_cache is not None:
-            hists = self._key_cache.merge(self._probe, hists)
+        raw = self._probe.read(self._hist)
+        cached = self._key_cache.read(self._probe) if self._key_cache is not None else None
+        if not cached:
+            return [self._decode(k, v) for k, v in raw]
+        hists = []
+        for k, v in raw:
+            h = self._decode(k, v)
+            parts = cached.pop(k, None)
+            hists.append(_sum([h, *parts]) if parts else h)
+        # Every cached key has its hists entry; should one not, it still counts.
+        hists += [_sum(parts) for parts in cached.values()]
         return hists
 
     def _percpu_total(self) -> Hist:
@@ -102,7 +110,10 @@ def _sum(parts: list[Hist]) -> Hist:
 class _KeyCache:
     """tcprtt's per-CPU key cache: slots of ``struct key_slot {__u32 family;
     __u32 addr[4]; struct hist hist;}``, family 0 while free. A key's samples
-    are its hists entry plus its slot's copy on every CPU that used it."""
+    are its hists entry plus its slot's copy on every CPU that used it.
+    (Family is a __u16 in hist_key, and little-endian is assumed, as in the
+    decoders above: BPF runs in the host's byte order, and the runner reads
+    the x86_64 and arm64 hosts it ships for.)"""
 
     def __init__(self, package: Package, name: str):
         mapdef = next(m for m in package.bpf.maps() if m.name == name)
@@ -116,11 +127,23 @@ class _KeyCache:
         self.addr_off, self.hist_off = offsets["addr"], offsets["hist"]
         h = package.hists[0]
         self._hist = struct.Struct(f"<QQ{h.slots_count}I")
+        key_t = btf.get(btf.resolve(h.key_type))
+        key_offsets = {m.name: m.offset for m in key_t.members}
+        if list(key_offsets) != ["family", "addr"]:
+            raise TcprttError(f"{package.source}: {h.name} keys are not tcprtt's hist_key")
+        key_size, addr_at = h.key_size, key_offsets["addr"]
 
-    def merge(self, probe: LoadedProbe, hists: list[Hist]) -> list[Hist]:
-        by_key: dict[tuple[int, bytes], list[Hist]] = {}
-        for h in hists:
-            by_key.setdefault((h.key["family"], bytes(h.key["addr"])), []).append(h)
+        def raw_key(family: int, addr: bytes) -> bytes:
+            """The hists key (struct hist_key) for a family and address."""
+            key = bytearray(key_size)
+            key[0:2] = family.to_bytes(2, "little")
+            key[addr_at:addr_at + 16] = addr
+            return bytes(key)
+        self._raw_key = raw_key
+
+    def read(self, probe: LoadedProbe) -> dict[bytes, list[Hist]]:
+        """The used slots' per-CPU copies, by the raw hists key they stand for."""
+        out: dict[bytes, list[Hist]] = {}
         for index in range(self.entries):
             for value in probe.read_percpu(self.name, self.value_size, index):
                 family = int.from_bytes(value[:4], "little")
@@ -128,10 +151,10 @@ class _KeyCache:
                     continue
                 addr = value[self.addr_off:self.addr_off + 16]
                 fields = self._hist.unpack_from(value, self.hist_off)
-                by_key.setdefault((family, addr), []).append(
+                out.setdefault(self._raw_key(family, addr), []).append(
                     Hist(key={"family": family, "addr": list(addr)}, slots=fields[2:],
                          latency=fields[0], cnt=fields[1]))
-        return [_sum(parts) for parts in by_key.values()]
+        return out
 
 
 def _fast_decoder(package: Package):

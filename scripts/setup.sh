@@ -9,7 +9,7 @@ SUDO=""
 
 PACKAGES="libbpf1 python3 python3-venv python3-pip iproute2 util-linux"
 if [ "${1:-}" = "--test" ]; then
-    PACKAGES="$PACKAGES clang llvm libbpf-dev bpftool make iperf3 docker-registry prometheus"
+    PACKAGES="$PACKAGES clang llvm libbpf-dev bpftool make iperf3 docker-registry prometheus bpftrace"
 fi
 
 missing=""

@@ -17,6 +17,9 @@ def _slot_head(wide: bool, i: int) -> str:
 # Formatted once: a keyed interval may print thousands of tables.
 _HEADS = {wide: tuple(_slot_head(wide, i) for i in range(64)) for wide in (False, True)}
 _BARS = {n: tuple("*" * k + " " * (n - k) for k in range(n + 1)) for n in (STARS, STARS // 2)}
+# Most rows of a table count nothing: those lines are the same every time.
+_EMPTY = {wide: tuple(f"{head}{0:<8} |{_BARS[STARS // 2 if wide else STARS][0]}|"
+                      for head in heads) for wide, heads in _HEADS.items()}
 
 
 def log2_hist(slots: tuple[int, ...] | list[int], unit: str) -> str:
@@ -29,11 +32,13 @@ def log2_hist(slots: tuple[int, ...] | list[int], unit: str) -> str:
     val_max = max(slots)
     wide = idx_max > 32
     stars = STARS // 2 if wide else STARS
-    heads, bars = _HEADS[wide], _BARS[stars]
+    heads, bars, empty = _HEADS[wide], _BARS[stars], _EMPTY[wide]
     if idx_max >= len(heads):
         heads = tuple(_slot_head(wide, i) for i in range(idx_max + 1))
+        empty = tuple(f"{head}{0:<8} |{bars[0]}|" for head in heads)
     lines = [f"{'':{15 if wide else 5}}{unit:<{29 if wide else 19}} : count    distribution"]
-    lines += [f"{heads[i]}{val:<8} |{bars[max(val, 0) * stars // val_max]}|"
+    lines += [empty[i] if val == 0 else
+              f"{heads[i]}{val:<8} |{bars[max(val, 0) * stars // val_max]}|"
               for i, val in enumerate(slots[:idx_max + 1])]
     return "\n".join(lines) + "\n"
 

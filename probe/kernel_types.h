@@ -31,12 +31,7 @@ typedef _Bool bool;
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
-	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-};
-
-enum {
-	BPF_F_NO_PREALLOC = 1,
 };
 
 enum {
@@ -104,7 +99,6 @@ struct trace_event_raw_tcp_probe {
 	__u8 daddr[28];
 	__u16 sport;
 	__u16 dport;
-	__u16 family;
 	__u32 srtt;
 } __attribute__((preserve_access_index));
 

@@ -75,8 +75,6 @@ struct {
 } dropped SEC(".maps");
 
 /* Settings live in frozen .rodata, so the verifier sees these as constants
- * and prunes every branch of a filter that is off. */
-/* Settings live in frozen .rodata, so the verifier sees these as constants
  * and prunes every branch of a filter that is off: a run pays only for
  * what the settings ask for. */
 static __always_inline bool v6_set(const volatile __u8 *addr)

@@ -71,11 +71,10 @@ class LibbpfTracer:
             return [self._decode(k, v) for k, v in raw]
         hists = []
         for k, v in raw:
-            h = self._decode(k, v)
-            parts = cached.pop(k, None)
-            hists.append(_sum([h, *parts]) if parts else h)
+            copies = cached.pop(k, ())
+            hists.append(_sum([self._decode(k, c) for c in (v, *copies)]))
         # Every cached key has its hists entry; should one not, it still counts.
-        hists += [_sum(parts) for parts in cached.values()]
+        hists += [_sum([self._decode(k, c) for c in copies]) for k, copies in cached.items()]
         return hists
 
     def _percpu_total(self) -> Hist:
@@ -111,8 +110,8 @@ class _KeyCache:
     """tcprtt's per-CPU key cache: slots of ``struct key_slot {__u32 family;
     __u32 addr[4]; struct hist hist;}``, family 0 while free. A key's samples
     are its hists entry plus its slot's copy on every CPU that used it.
-    (Family is a __u16 in hist_key, and little-endian is assumed, as in the
-    decoders above: BPF runs in the host's byte order, and the runner reads
+    (Family is a __u16 in hist_key, and little-endian is assumed, as in
+    _fast_decoder: BPF runs in the host's byte order, and the runner reads
     the x86_64 and arm64 hosts it ships for.)"""
 
     def __init__(self, package: Package, name: str):
@@ -126,7 +125,7 @@ class _KeyCache:
         self.value_size = btf.size_of(mapdef.value_type)
         self.addr_off, self.hist_off = offsets["addr"], offsets["hist"]
         h = package.hists[0]
-        self._hist = struct.Struct(f"<QQ{h.slots_count}I")
+        self.hist_size = h.value_size
         key_t = btf.get(btf.resolve(h.key_type))
         key_offsets = {m.name: m.offset for m in key_t.members}
         if list(key_offsets) != ["family", "addr"]:
@@ -141,19 +140,18 @@ class _KeyCache:
             return bytes(key)
         self._raw_key = raw_key
 
-    def read(self, probe: LoadedProbe) -> dict[bytes, list[Hist]]:
-        """The used slots' per-CPU copies, by the raw hists key they stand for."""
-        out: dict[bytes, list[Hist]] = {}
+    def read(self, probe: LoadedProbe) -> dict[bytes, list[bytes]]:
+        """The used slots' per-CPU copies of struct hist, raw, by the raw
+        hists key they stand for: the tracer decodes them as hists values."""
+        out: dict[bytes, list[bytes]] = {}
         for index in range(self.entries):
             for value in probe.read_percpu(self.name, self.value_size, index):
                 family = int.from_bytes(value[:4], "little")
                 if not family:
                     continue
                 addr = value[self.addr_off:self.addr_off + 16]
-                fields = self._hist.unpack_from(value, self.hist_off)
                 out.setdefault(self._raw_key(family, addr), []).append(
-                    Hist(key={"family": family, "addr": list(addr)}, slots=fields[2:],
-                         latency=fields[0], cnt=fields[1]))
+                    value[self.hist_off:self.hist_off + self.hist_size])
         return out
 
 

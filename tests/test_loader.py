@@ -244,22 +244,12 @@ def test_bad_key_capacity_is_refused_by_the_kernel_cleanly(root):
 def test_every_key_is_read_whatever_the_key_capacity(root, keys):
     """The map is read to its size as loaded (--max-keys), not as built:
     fill it from user space beyond the built size and read every key back."""
-    import ctypes
+    from bench.run import fill_keys
 
-    from runner.loader import libbpf
-
-    lib = libbpf.load_library()
     # A port filter that matches nothing keeps the kernel's own keys out.
     with LibbpfTracer(pkg("raw_tp"), {"targ_raddr_hist": True, "targ_sport": 1}, "raw_tp",
                       max_keys=keys) as tracer:
-        h = tracer.package.hists[0]
-        fd = tracer.probe.map_fd(h.name)
-        key = ctypes.create_string_buffer(h.key_size)
-        value = ctypes.create_string_buffer(h.value_size)
-        for i in range(keys):
-            raw = (10).to_bytes(2, "little") + b"\xfd" + bytes(11) + i.to_bytes(4, "big")
-            ctypes.memmove(key, raw, h.key_size)
-            lib.bpf_map_update_elem(fd, key, value, 0)
+        fill_keys(tracer, keys)
         hists = tracer.snapshot()
     assert len(hists) == keys
     assert len({key_address(x.key) for x in hists}) == keys

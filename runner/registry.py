@@ -1,9 +1,11 @@
 """Publish tcprtt to, and fetch it from, OCI registries; keep a digest-keyed cache.
 
-A release is one reference whose tag points at an OCI image index; each entry
-of the index is an image manifest for one attach variant on one architecture,
-in the layout ecli pulls (a `{}` wasm config and one layer holding the
-package.json). docs/registry.md shows the layout.
+A release is one reference whose tag points at an OCI image index. For each
+platform its first entry is the manifest of tcprtt.wasm, the wasm-bpf module
+that ecli runs from the bare reference; then come the manifests of the
+packages, one per attach variant and architecture. Every manifest is in the
+layout ecli pulls (a `{}` wasm config and one wasm-typed layer).
+docs/registry.md shows the layout.
 
 Authentication and the HTTP exchanges go through the oras library
 (anonymous bearer tokens, basic credentials, ~/.docker/config.json). What it
@@ -36,6 +38,11 @@ MEDIA_LAYER = "application/vnd.wasm.content.layer.v1+wasm"
 TITLE = "org.opencontainers.image.title"
 VARIANT = "io.github.tcprtt.variant"
 ARCH = "io.github.tcprtt.arch"
+# The wasm-bpf module (every variant, both architectures) beside the packages.
+MODULE_VARIANT = "wasm"
+MODULE_TITLE = "tcprtt.wasm"
+WASM_MAGIC = b"\0asm"
+WASM_HEADER = WASM_MAGIC + b"\x01\0\0\0"  # the magic and binary format version 1
 
 MAX_MANIFEST = 4 << 20
 MAX_BLOB = package_mod.MAX_PACKAGE_SIZE
@@ -423,16 +430,33 @@ def parse_document(body: bytes, kind: str, what: str) -> dict:
 
 
 def _manifest(config_digest: str, layer_digest: str, layer_size: int, title: str,
-              variant: str, arch: str) -> bytes:
+              annotations: dict[str, str]) -> bytes:
     doc = {
         "schemaVersion": 2,
         "mediaType": MEDIA_MANIFEST,
         "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": 2},
         "layers": [{"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": layer_size,
                     "annotations": {TITLE: title}}],
-        "annotations": {VARIANT: variant, ARCH: arch},
+        "annotations": annotations,
     }
     return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
+def is_module(data: bytes) -> bool:
+    """WebAssembly bytes, by their magic."""
+    return data[:4] == WASM_MAGIC
+
+
+def _is_module_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return is_module(f.read(4))
+
+
+def _names_module(annotations: dict | None) -> bool:
+    """Annotations that call a manifest (or its layer) the wasm module."""
+    annotations = annotations or {}
+    return annotations.get(VARIANT) == MODULE_VARIANT or \
+        str(annotations.get(TITLE, "")).endswith(".wasm")
 
 
 def release_packages(source: Path) -> dict[tuple[str, str], Path]:
@@ -449,18 +473,53 @@ def release_packages(source: Path) -> dict[tuple[str, str], Path]:
     return found
 
 
-def push(client: Client, packages: dict[tuple[str, str], Path]) -> str:
-    """Publish every package under the client's tag; returns the index digest."""
+def release_module(path: Path) -> bytes:
+    """The wasm module to publish beside the packages, checked to be one."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: no wasm module (`make ship` builds it; or push with "
+                            "--module FILE, or --no-module for the packages alone)") from None
+    if data[:8] != WASM_HEADER:
+        raise RegistryError(f"{path}: not a WebAssembly module (no \\0asm version 1 header)")
+    if len(data) > MAX_BLOB:
+        raise RegistryError(f"{path}: the module is over the {MAX_BLOB}-byte limit")
+    return data
+
+
+def push(client: Client, packages: dict[tuple[str, str], Path],
+         module: bytes | None = None) -> str:
+    """Publish the module (if given) and every package under the client's tag;
+    returns the index digest.
+
+    ecli resolves an index to the first entry for its platform and runs that
+    manifest's first layer as wasm, so the module's manifest comes first for
+    each platform and the packages follow it."""
     ref = client.ref
     if ref.tag is None:
         raise RegistryError(f"{ref}: push needs a tag, not a digest")
+    if not packages and module is None:
+        raise RegistryError(f"{ref}: nothing to push")
+    if module is not None and not is_module(module):
+        raise RegistryError(f"{ref}: the module is not WebAssembly")
     config_digest = client.put_blob(b"{}")
     entries = []
+    if module is not None:
+        layer = client.put_blob(module)
+        body = _manifest(config_digest, layer, len(module), MODULE_TITLE,
+                         {VARIANT: MODULE_VARIANT})
+        digest = client.put_manifest(body, MEDIA_MANIFEST, f"{ref.tag}-{MODULE_VARIANT}")
+        for arch, oci_arch in OCI_ARCH.items():  # one module holds every architecture
+            entries.append({"mediaType": MEDIA_MANIFEST, "digest": digest, "size": len(body),
+                            "platform": {"architecture": oci_arch, "os": "linux"},
+                            "annotations": {VARIANT: MODULE_VARIANT, ARCH: arch,
+                                            TITLE: MODULE_TITLE}})
     for (arch, variant), path in sorted(packages.items()):
         data = path.read_bytes()
         package_mod.loads(data, str(path))  # publish only what the runner would accept
         layer = client.put_blob(data)
-        body = _manifest(config_digest, layer, len(data), path.name, variant, arch)
+        body = _manifest(config_digest, layer, len(data), path.name,
+                         {VARIANT: variant, ARCH: arch})
         # Each manifest also gets a tag of its own, for clients that read one manifest.
         digest = client.put_manifest(body, MEDIA_MANIFEST, f"{ref.tag}-{variant}-{OCI_ARCH[arch]}")
         entries.append({"mediaType": MEDIA_MANIFEST, "digest": digest, "size": len(body),
@@ -475,50 +534,111 @@ def push(client: Client, packages: dict[tuple[str, str], Path]) -> str:
 class Pulled:
     digest: str                      # of the index (or single manifest)
     packages: dict[str, Path]        # variant -> cached package.json
+    module: Path | None = None       # the cached wasm module, when it was fetched
 
 
-def _variants_from_cache(cache: Cache, digest: str, arch: str) -> dict[str, Path]:
-    """The packages of a cached index or manifest, all present and checked."""
+class ModuleOnly(RegistryError):
+    """The reference holds tcprtt's wasm module and no package for this machine."""
+
+    def __init__(self, ref: Reference, pulled: Pulled, cache: Cache):
+        super().__init__(f"{ref} holds the tcprtt wasm module ({pulled.digest}) and no "
+                         "package for this machine: it runs under a wasm-bpf host "
+                         f"(ecli run {ref})")
+        self.ref = ref
+        self.pulled = pulled
+        self.cache = cache
+
+    @property
+    def source(self) -> str:
+        return f"{self.ref.registry}/{self.ref.repository}@{self.pulled.digest}"
+
+    def data(self) -> bytes:
+        """The module's bytes, checked against their digest once more."""
+        assert self.pulled.module is not None
+        return self.cache.read("sha256:" + self.pulled.module.name)
+
+
+def _for_arch(index: dict, arch: str) -> list[dict]:
+    return [e for e in index["manifests"]
+            if (e.get("platform") or {}).get("architecture") == OCI_ARCH.get(arch)]
+
+
+def _from_cache(cache: Cache, digest: str, arch: str) -> Pulled:
+    """What a cached index or manifest holds for ``arch``: every package
+    present and checked, and the module if it was fetched. Layers are told
+    apart by their bytes: WebAssembly is the module, anything else a package."""
     body = cache.read(digest)
     doc = json.loads(body)
-    manifests = []
+    entries: list[tuple[str, dict]] = []
     if doc.get("mediaType") == MEDIA_INDEX or "manifests" in doc:
         doc = parse_document(body, "index", digest)
-        for entry in doc["manifests"]:
-            if (entry.get("platform") or {}).get("architecture") == OCI_ARCH.get(arch):
-                manifests.append(entry["digest"])
+        entries = [(e["digest"], e.get("annotations") or {}) for e in _for_arch(doc, arch)]
     else:
-        manifests.append(digest)
-    out = {}
-    for m in manifests:
+        entries = [(digest, {})]
+    packages: dict[str, Path] = {}
+    module = None
+    for m, notes in entries:
+        optional = _names_module(notes)  # the module is fetched only when asked for
+        if optional and not cache.has(m):
+            continue
         manifest = parse_document(cache.read(m), "manifest", m)
         layer = manifest["layers"][0]
+        if optional and not cache.has(layer["digest"]):
+            continue
+        cache.read(layer["digest"])  # present and intact
+        path = cache.path(layer["digest"])
+        if _is_module_file(path):
+            module = module or path
+            continue
         variant = (manifest.get("annotations") or {}).get(VARIANT) or \
             Path(layer.get("annotations", {}).get(TITLE, "package.json")).stem.split(".")[-1]
-        cache.read(layer["digest"])  # present and intact
-        out[variant] = cache.path(layer["digest"])
-    if not out:
+        packages[variant] = path
+    if not packages and module is None:
         raise RegistryError(f"{digest}: nothing for architecture {arch}")
-    return out
+    return Pulled(digest, packages, module)
 
 
-def pull(client: Client, cache: Cache, arch: str) -> Pulled:
-    """Fetch the reference's packages for ``arch`` into the cache; every
-    manifest and blob is checked before it is stored, and the reference is
-    recorded only once everything it needs is in place."""
+def _fetch_layer(client: Client, cache: Cache, body: bytes, digest: str,
+                 claims_module: bool) -> bool:
+    """Fetch a manifest's layer into the cache; True if it is the module."""
+    ref = client.ref
+    manifest = parse_document(body, "manifest", f"{ref} manifest {digest}")
+    layer = manifest["layers"][0]
+    if layer["mediaType"] != MEDIA_LAYER:
+        raise RegistryError(f"{ref}: manifest {digest}: its first layer is not of the "
+                            f"{MEDIA_LAYER} type")
+    claims_module = claims_module or _names_module(manifest.get("annotations")) or \
+        _names_module(layer.get("annotations"))
+    path = client.get_blob(layer["digest"], int(layer.get("size", 0)), cache)
+    found = _is_module_file(path)
+    if claims_module and not found:
+        raise RegistryError(f"{ref}: manifest {digest} names the wasm module, but its layer "
+                            "is not WebAssembly")
+    return found
+
+
+def pull(client: Client, cache: Cache, arch: str, *, module: bool = False) -> Pulled:
+    """Fetch the reference's packages for ``arch`` into the cache, and its wasm
+    module when ``module`` is set or when it holds no package; every manifest
+    and blob is checked before it is stored, and the reference is recorded
+    only once everything it needs is in place."""
     ref = client.ref
     body, media, digest = client.get_manifest(ref.target, expected=ref.digest)
+    module_entries: list[dict] = []
     if media == MEDIA_INDEX:
         doc = parse_document(body, "index", f"{ref} index")
-        wanted = [e for e in doc["manifests"]
-                  if (e.get("platform") or {}).get("architecture") == OCI_ARCH.get(arch)]
+        wanted = _for_arch(doc, arch)
         if not wanted:
             raise RegistryError(f"{ref}: no manifest for architecture {arch}")
-        staged = []
         for entry in wanted:
             if entry.get("size", 0) > MAX_MANIFEST:
                 raise RegistryError(f"{ref}: manifest {entry['digest']} is over the "
                                     f"{MAX_MANIFEST}-byte limit")
+        module_entries = [e for e in wanted if _names_module(e.get("annotations"))]
+        staged = []
+        for entry in wanted:
+            if entry in module_entries:
+                continue
             mbody, _, mdigest = client.get_manifest(entry["digest"], expected=entry["digest"])
             staged.append((mbody, mdigest))
         manifests = staged
@@ -526,16 +646,20 @@ def pull(client: Client, cache: Cache, arch: str) -> Pulled:
         manifests = [(body, digest)]
     else:
         raise RegistryError(f"{ref}: unsupported media type {media!r}")
+    have_package = False
     for mbody, mdigest in manifests:
-        layers = parse_document(mbody, "manifest", f"{ref} manifest {mdigest}")["layers"]
-        if layers[0]["mediaType"] != MEDIA_LAYER:
-            raise RegistryError(f"{ref}: manifest {mdigest} has no package layer")
-        client.get_blob(layers[0]["digest"], int(layers[0].get("size", 0)), cache)
+        if not _fetch_layer(client, cache, mbody, mdigest, False):
+            have_package = True
+        cache.put(mbody, mdigest)
+    if module_entries and (module or not have_package):
+        entry = module_entries[0]  # the first for the platform, as ecli takes it
+        mbody, _, mdigest = client.get_manifest(entry["digest"], expected=entry["digest"])
+        _fetch_layer(client, cache, mbody, mdigest, True)
         cache.put(mbody, mdigest)
     cache.put(body, digest)
     if ref.tag:
         cache.set_ref(ref, digest)
-    return Pulled(digest, _variants_from_cache(cache, digest, arch))
+    return _from_cache(cache, digest, arch)
 
 
 def cached(ref: Reference, cache: Cache, arch: str) -> Pulled | None:
@@ -544,6 +668,6 @@ def cached(ref: Reference, cache: Cache, arch: str) -> Pulled | None:
     if digest is None or not cache.has(digest):
         return None
     try:
-        return Pulled(digest, _variants_from_cache(cache, digest, arch))
+        return _from_cache(cache, digest, arch)
     except (RegistryError, OSError, ValueError, KeyError):
         return None

@@ -20,15 +20,25 @@ from . import capabilities, options
 from .addresses import key_address, key_family
 from .build import host_arch
 from .config import probe_config
-from .errors import TcprttError, UsageError
+from .errors import PackageError, TcprttError, UsageError
 from .histogram import Hist, Intervals
-from .package import Package, load, shipped
+from .package import Package, encode_setting, load, shipped
 from .render import json as render_json
 from .render import text as render_text
 from .tracer import Tracer, choose
 
+VERSION = "0.1.0"  # pyproject.toml reads it from here
 BANNER = "Tracing TCP RTT... Hit Ctrl-C to end."
 VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
+COMMANDS = """commands:
+  tcprtt [flags]                   trace TCP RTT (the flags above)
+  tcprtt run PACKAGE.json [...]    run any eunomia package of log2_hist maps
+  tcprtt push REFERENCE            publish the built packages to an OCI registry
+  tcprtt pull REFERENCE            fetch tcprtt from an OCI registry into the cache
+  tcprtt doctor [--json]           what this machine offers tcprtt
+
+Each command takes --help. Exit status: 0 done, 1 could not trace,
+2 bad command-line value, 130 interrupted before tracing started."""
 
 
 class Stop(Exception):
@@ -76,7 +86,9 @@ def _client(ref, reg: options.RegistryOptions):
 
 def image_packages(image: str, reg: options.RegistryOptions, err: TextIO) -> dict[str, Package]:
     """The packages of an OCI reference: pulled, or from the cache when the
-    reference is pinned and cached, or when the registry cannot be reached."""
+    reference is pinned and cached, or when the registry cannot be reached.
+    A release's wasm module is skipped; a reference that holds only the
+    module raises registry.ModuleOnly, which carries the checked module."""
     from . import reference, registry
     ref = reference.parse(image)
     cache = registry.Cache()
@@ -90,6 +102,8 @@ def image_packages(image: str, reg: options.RegistryOptions, err: TextIO) -> dic
             if pulled is None:
                 raise
             print(f"tcprtt: {exc}; running the cached {ref} ({pulled.digest})", file=err)
+    if not pulled.packages:
+        raise registry.ModuleOnly(ref, pulled, cache)
     return {variant: load_as(path, f"{ref}#{variant}") for variant, path in pulled.packages.items()}
 
 
@@ -98,11 +112,20 @@ def load_as(path, source: str) -> Package:
     return loads(path.read_bytes(), source)
 
 
+def check_arch(package: Package) -> None:
+    """Refuse a package that its packer built for another architecture."""
+    built = (package.doc["meta"].get("tcprtt") or {}).get("arch")
+    if built is not None and built != host_arch():
+        raise TcprttError(f"{package.source}: the package was built for {built}, "
+                          f"this machine is {host_arch()}")
+
+
 def tcprtt_packages(opts: options.Options, err: TextIO = sys.stderr) -> dict[str, Package]:
     if opts.image:
         return image_packages(opts.image, opts.registry or options.RegistryOptions(), err)
     if opts.package:
         pkg = load(opts.package)
+        check_arch(pkg)
         return {_variant_of(pkg): pkg}
     arch = host_arch()
     out = {}
@@ -185,9 +208,11 @@ def _writer(out: TextIO) -> Callable[[str], None]:
 
 
 def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
-    parser = options.Parser(prog="tcprtt", description="Summarize TCP RTT as a histogram.")
+    parser = options.Parser(prog="tcprtt", description="Summarize TCP RTT as a histogram.",
+                            epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_probe_flags(parser)
     options.add_runner_flags(parser)
+    parser.add_argument("--version", action="version", version=f"tcprtt {VERSION}")
     opts = options.from_namespace(parser.parse_args(argv))
     values = options.probe_settings(opts, keep_sum=opts.prometheus is not None)
     if opts.prometheus is not None and opts.backend != "libbpf":
@@ -243,10 +268,19 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
+RUNNER_ONLY = "set by the runner"  # in a setting's description: no flag for it
+
+
+def _internal(setting) -> bool:
+    return RUNNER_ONLY in setting.description
+
+
 def _setting_flags(parser: argparse.ArgumentParser, package: Package) -> dict[str, str]:
     """A flag per setting, named as ecli names them; returns dest -> setting."""
     dests = {}
     for s in package.settings:
+        if _internal(s):
+            continue
         dest = f"setting_{len(dests)}"
         dests[dest] = s.name
         help_text = s.description or s.type
@@ -269,26 +303,54 @@ def _setting_flags(parser: argparse.ArgumentParser, package: Package) -> dict[st
 def _setting_value(package: Package, name: str, raw: object) -> object:
     setting = package.setting(name)
     if isinstance(raw, bool) or setting.type.startswith("char["):
-        return raw
+        value = raw
+    else:
+        try:
+            value = int(str(raw), 0)
+        except ValueError:
+            raise UsageError(f"--{setting.flag}: {raw!r} is not an integer") from None
     try:
-        return int(str(raw), 0)
-    except ValueError:
-        raise UsageError(f"--{setting.flag}: {raw!r} is not an integer") from None
+        encode_setting(package, setting, value)
+    except PackageError as exc:
+        reason = str(exc).split(": ", 1)[-1]  # past "setting NAME: "
+        named = reason if str(value) in reason else f"{raw!r}: {reason}"
+        raise UsageError(f"--{setting.flag}: {named}") from None
+    return value
 
 
-def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
-    """Load any eunomia log2_hist package and render it as ecli does."""
-    if not argv or argv[0].startswith("-"):
-        raise UsageError("run: give the package.json to run first")
-    package = load(argv[0])
-    parser = options.Parser(prog=f"tcprtt run {argv[0]}",
-                            description="Run a eunomia package whose sample maps are log2_hist.")
+def _run_parser(prog: str) -> argparse.ArgumentParser:
+    parser = options.Parser(prog=prog, description=(
+        "Run a eunomia package whose sample maps are log2_hist and print its histograms as "
+        "ecli does. The package's settings become flags: `tcprtt run PACKAGE.json --help` "
+        "lists them."))
     parser.add_argument("-i", "--interval", type=float, default=None,
                         help="seconds between outputs (default: the map's sample interval)")
     parser.add_argument("-d", "--duration", type=float, default=None, help="seconds to run")
     parser.add_argument("--json", action="store_true", help="print records as `ecli run -j`")
     parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def _run_without_package(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        parser = _run_parser("tcprtt run PACKAGE.json")
+        parser.usage = "tcprtt run PACKAGE.json [-h] [-i INTERVAL] [-d DURATION] [--json] " \
+                       "[--SETTING VALUE ...]"
+        parser.parse_args(["--help"])
+    raise UsageError("run: give the package.json to run first (tcprtt run --help)")
+
+
+def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
+    """Load any eunomia log2_hist package and render it as ecli does."""
+    if not argv or argv[0].startswith("-"):
+        return _run_without_package(argv)
+    package = load(argv[0])
+    parser = _run_parser(f"tcprtt run {argv[0]}")
     dests = _setting_flags(parser, package)
+    for arg in argv[1:]:
+        flag = arg.split("=", 1)[0]
+        if flag in {f"--{s.flag}" for s in package.settings if _internal(s)}:
+            raise UsageError(f"{flag}: {RUNNER_ONLY}, not on the command line")
     ns = parser.parse_args(argv[1:])
     interval = ns.interval or package.hists[0].interval_ms / 1000 or 1.0
     for name, value in (("-i/--interval", ns.interval), ("-d/--duration", ns.duration)):
@@ -317,7 +379,7 @@ def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
 
 
 def push_command(argv: list[str], out: TextIO, err: TextIO) -> int:
-    """Publish the built packages under one reference."""
+    """Publish the built packages and the wasm module under one reference."""
     from pathlib import Path
 
     from . import reference, registry
@@ -325,20 +387,29 @@ def push_command(argv: list[str], out: TextIO, err: TextIO) -> int:
                             description="Publish the built tcprtt packages to an OCI registry.")
     parser.add_argument("reference", help="REGISTRY/NAMESPACE/tcprtt:TAG")
     parser.add_argument("--from", dest="source", metavar="DIR", default=None,
-                        help="directory with ARCH/*.json packages (default: the shipped ones)")
+                        help="directory with ARCH/*.json packages and tcprtt.wasm "
+                             "(default: the shipped ones)")
+    parser.add_argument("--module", metavar="FILE", default=None,
+                        help="the wasm module to publish (default: tcprtt.wasm in that directory)")
+    parser.add_argument("--no-module", dest="no_module", action="store_true",
+                        help="publish the packages alone, without the wasm module")
     options.add_registry_flags(parser)
     parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     ref = reference.parse(ns.reference)
     source = Path(ns.source) if ns.source else shipped("raw_tp", host_arch()).parent.parent
+    if ns.module is not None and ns.no_module:
+        raise UsageError("--module and --no-module cannot be used together")
     packages = registry.release_packages(source)
-    digest = registry.push(_client(ref, options.registry_options(ns)), packages)
+    module = None if ns.no_module else \
+        registry.release_module(Path(ns.module) if ns.module else source / "tcprtt.wasm")
+    digest = registry.push(_client(ref, options.registry_options(ns)), packages, module)
     print(f"{ref.registry}/{ref.repository}@{digest}", file=out)
     return 0
 
 
 def pull_command(argv: list[str], out: TextIO, err: TextIO) -> int:
-    """Fetch a reference into the cache and print its digest and packages."""
+    """Fetch a reference into the cache and print its digest, packages and module."""
     from . import reference, registry
     parser = options.Parser(prog="tcprtt pull", description="Fetch tcprtt into the local cache.")
     parser.add_argument("reference", help="REGISTRY/NAMESPACE/tcprtt:TAG or @sha256:DIGEST")
@@ -347,10 +418,12 @@ def pull_command(argv: list[str], out: TextIO, err: TextIO) -> int:
     ns = parser.parse_args(argv)
     ref = reference.parse(ns.reference)
     pulled = registry.pull(_client(ref, options.registry_options(ns)), registry.Cache(),
-                           host_arch())
+                           host_arch(), module=True)
     print(f"{ref.registry}/{ref.repository}@{pulled.digest}", file=out)
     for variant, path in sorted(pulled.packages.items()):
         print(f"  {variant}: {path}", file=out)
+    if pulled.module is not None:
+        print(f"  {registry.MODULE_VARIANT}: {pulled.module}", file=out)
     return 0
 
 
@@ -359,7 +432,9 @@ def doctor_command(argv: list[str], out: TextIO, err: TextIO) -> int:
     import json
 
     from . import doctor
-    parser = options.Parser(prog="tcprtt doctor", description=doctor.__doc__.split("\n")[0])
+    parser = options.Parser(prog="tcprtt doctor", description=(
+        "Report what this machine offers tcprtt: kernel, BTF, libbpf, tracefs, capabilities "
+        "and which attach variants work. Put it in a bug report."))
     parser.add_argument("--json", action="store_true", help="the report as one JSON object")
     parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
@@ -372,6 +447,16 @@ SUBCOMMANDS = {"run": run_package, "push": push_command, "pull": pull_command,
                "doctor": doctor_command}
 
 
+def _interrupt_raises() -> None:
+    """Ctrl-C raises KeyboardInterrupt again (``entry`` made it exit at once
+    during the imports): before tracing main returns 130 for it, during
+    tracing the loop prints what was gathered."""
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -379,6 +464,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
     err = err or sys.stderr
     show_stack = "--traceback" in argv
     try:
+        _interrupt_raises()
         if argv and argv[0] in SUBCOMMANDS:
             return SUBCOMMANDS[argv[0]](argv[1:], out, err)
         return trace(argv, out, err)

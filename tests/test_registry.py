@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from runner import reference, registry
 from runner.build import host_arch
 from runner.errors import RegistryError, UsageError
+from runner.options import RegistryOptions
 from runner.package import shipped
 
 from .conftest import REPO, runner_cmd, runner_env
@@ -19,6 +22,10 @@ from .traffic import tcp_pair
 
 SHIPPED = shipped("raw_tp", host_arch()).parent.parent
 ARCH = host_arch()
+# The smallest valid WebAssembly module, with a custom section so that it is
+# tcprtt's own; the tests publish it where a release carries tcprtt.wasm.
+MODULE = b"\0asm\x01\0\0\0" + bytes([0, 12, 11]) + b"tcprtt-test"
+VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
 
 
 @pytest.fixture
@@ -37,6 +44,71 @@ def env_with_cache(cache_dir) -> dict:
     return env
 
 
+def push_release(address: str, tag: str = "0.1", module: bytes | None = MODULE,
+                 repository: str = "tools/tcprtt") -> str:
+    """A whole release, as the release job pushes it: module and packages."""
+    c = registry.Client(reference.parse(f"{address}/{repository}:{tag}"))
+    return registry.push(c, registry.release_packages(SHIPPED), module)
+
+
+def blob(c: registry.Client, digest: str) -> bytes:
+    resp = c.request("GET", f"blobs/{digest}")
+    assert resp.status_code == 200
+    return resp.content
+
+
+def ecli_resolve(c: registry.Client, target: str, oci_arch: str) -> bytes:
+    """What ecli's OCI client (oci-distribution, default config) makes of a
+    reference: an index resolves to its FIRST entry whose platform is this OS
+    and architecture; every layer must be of the wasm layer type; the first
+    layer is what runs."""
+    body, media, _ = c.get_manifest(target)
+    doc = json.loads(body)
+    if media == registry.MEDIA_INDEX:
+        entry = next(e for e in doc["manifests"]
+                     if e.get("platform", {}).get("os") == "linux"
+                     and e.get("platform", {}).get("architecture") == oci_arch)
+        doc = json.loads(c.get_manifest(entry["digest"])[0])
+    assert all(layer["mediaType"] == registry.MEDIA_LAYER for layer in doc["layers"])
+    return blob(c, doc["layers"][0]["digest"])
+
+
+def check_release_index(c: registry.Client, tag: str, module: bytes) -> dict:
+    """The layout of a release, checked; returns the index."""
+    body, media, _ = c.get_manifest(tag)
+    assert media == registry.MEDIA_INDEX
+    index = json.loads(body)
+    module_digest = c.get_manifest(f"{tag}-wasm")[2]
+    for oci_arch, arch in (("amd64", "x86_64"), ("arm64", "arm64")):
+        entries = [e for e in index["manifests"]
+                   if e["platform"] == {"architecture": oci_arch, "os": "linux"}]
+        first, rest = entries[0], entries[1:]
+        # The first entry for the platform is the module's manifest...
+        assert first["digest"] == module_digest
+        assert first["annotations"][registry.VARIANT] == "wasm"
+        assert first["annotations"][registry.TITLE] == "tcprtt.wasm"
+        manifest = json.loads(c.get_manifest(first["digest"])[0])
+        assert manifest["config"]["mediaType"] == registry.MEDIA_CONFIG
+        (layer,) = manifest["layers"]
+        assert layer["mediaType"] == registry.MEDIA_LAYER
+        assert layer["annotations"][registry.TITLE] == "tcprtt.wasm"
+        data = blob(c, layer["digest"])
+        assert data.startswith(b"\0asm") and data == module
+        assert ecli_resolve(c, tag, oci_arch) == module
+        # ...and the packages follow it, each still tagged on its own.
+        assert sorted(e["annotations"][registry.VARIANT] for e in rest) == list(VARIANTS)
+        for entry in rest:
+            variant = entry["annotations"][registry.VARIANT]
+            one = c.get_manifest(f"{tag}-{variant}-{oci_arch}")
+            assert one[2] == entry["digest"]
+            (layer,) = json.loads(one[0])["layers"]
+            assert layer["annotations"][registry.TITLE] == f"tcprtt.{variant}.json"
+            data = blob(c, layer["digest"])
+            assert not data.startswith(b"\0asm")
+            assert data == (SHIPPED / arch / f"tcprtt.{variant}.json").read_bytes()
+    return index
+
+
 def test_references_parse():
     r = reference.parse("127.0.0.1:5000/ns/tcprtt:1.2")
     assert (r.registry, r.repository, r.tag, r.digest) == ("127.0.0.1:5000", "ns/tcprtt", "1.2",
@@ -52,32 +124,164 @@ def test_references_parse():
             reference.parse(bad)
 
 
-def test_push_lays_out_an_index_over_per_variant_manifests(server):
+def test_push_lays_out_the_module_first_then_per_variant_manifests(server):
+    digest = push_release(server.address)
     c = client(server.address)
-    digest = registry.push(c, registry.release_packages(SHIPPED))
     body, media, got = c.get_manifest("0.1")
     assert media == registry.MEDIA_INDEX and got == digest
+    index = check_release_index(c, "0.1", MODULE)
+    assert len(index["manifests"]) == 2 + 2 * len(VARIANTS)
+    # The module's manifest carries no architecture: it holds both.
+    module_manifest = json.loads(c.get_manifest("0.1-wasm")[0])
+    assert module_manifest["annotations"] == {registry.VARIANT: "wasm"}
+    # `ecli run -p json REF:TAG-raw_tp-amd64` gets the raw_tp package.
+    assert ecli_resolve(c, "0.1-raw_tp-amd64", "amd64") == \
+        (SHIPPED / "x86_64" / "tcprtt.raw_tp.json").read_bytes()
+
+
+def test_packages_alone_keep_the_old_layout(server):
+    c = client(server.address)
+    registry.push(c, registry.release_packages(SHIPPED))
+    index = json.loads(c.get_manifest("0.1")[0])
+    assert all(e["annotations"][registry.VARIANT] in VARIANTS for e in index["manifests"])
+    assert len(index["manifests"]) == 2 * len(VARIANTS)
+
+
+def test_push_refuses_a_module_that_is_not_webassembly(server, tmp_path):
+    fake = tmp_path / "tcprtt.wasm"
+    fake.write_bytes(b"#!/bin/sh\n")
+    with pytest.raises(RegistryError, match="not a WebAssembly module"):
+        registry.release_module(fake)
+    with pytest.raises(RegistryError, match="no wasm module"):
+        registry.release_module(tmp_path / "missing.wasm")
+    with pytest.raises(RegistryError, match="not WebAssembly"):
+        registry.push(client(server.address), {}, b"{}")
+
+
+def test_pull_prefers_the_packages_and_skips_the_module(server, tmp_path):
+    digest = push_release(server.address)
+    c = client(server.address)
+    module_layer = json.loads(c.get_manifest("0.1-wasm")[0])["layers"][0]["digest"]
+    cache = registry.Cache(tmp_path / "cache")
+    pulled = registry.pull(c, cache, ARCH)
+    assert pulled.digest == digest
+    assert sorted(pulled.packages) == list(VARIANTS) and pulled.module is None
+    assert not cache.has(module_layer), "the module is not fetched to run the packages"
+    for variant, path in pulled.packages.items():
+        assert path.read_bytes() == (SHIPPED / ARCH / f"tcprtt.{variant}.json").read_bytes()
+    assert registry.cached(c.ref, cache, ARCH) == pulled
+    # Asked for, the module comes too, and the cache answers with both.
+    both = registry.pull(c, cache, ARCH, module=True)
+    assert both.packages == pulled.packages and both.module is not None
+    assert both.module.read_bytes() == MODULE and cache.has(module_layer)
+    assert registry.cached(c.ref, cache, ARCH) == both
+
+
+def test_image_selects_the_packages_of_a_release(server, tmp_path, monkeypatch):
+    from runner import run
+    push_release(server.address)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    err = io.StringIO()
+    packages = run.image_packages(f"{server.address}/tools/tcprtt:0.1", RegistryOptions(), err)
+    assert sorted(packages) == list(VARIANTS) and err.getvalue() == ""
+
+
+@pytest.mark.parametrize("tag", ["0.1-wasm", "only"])
+def test_a_module_only_reference_pulls_the_module(server, tmp_path, monkeypatch, tag):
+    from runner import run
+    push_release(server.address)  # 0.1-wasm: the module's own manifest
+    registry.push(client(server.address, tag="only"), {}, MODULE)  # an index of modules
+    ref = f"{server.address}/tools/tcprtt:{tag}"
+    c = client(server.address, tag=tag)
+    cache = registry.Cache(tmp_path / "cache" / "tcprtt")
+    pulled = registry.pull(c, cache, ARCH)
+    assert pulled.packages == {} and pulled.module is not None
+    assert pulled.module.read_bytes() == MODULE
+    assert pulled.module.name == registry.sha256(MODULE).split(":")[1]  # keyed by digest
+    assert registry.cached(c.ref, cache, ARCH) == pulled
+    # --image hands it on, checked, instead of packages.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(registry.ModuleOnly) as raised:
+        run.image_packages(ref, RegistryOptions(), io.StringIO())
+    assert raised.value.data() == MODULE
+    assert raised.value.source == f"{server.address}/tools/tcprtt@{pulled.digest}"
+    # Pinned, it runs from the cache with the registry gone.
+    server.stop()
+    pinned = f"{server.address}/tools/tcprtt@{pulled.digest}"
+    with pytest.raises(registry.ModuleOnly) as raised:
+        run.image_packages(pinned, RegistryOptions(), io.StringIO())
+    assert raised.value.data() == MODULE
+
+
+def test_pull_command_lists_the_module(server, tmp_path):
+    push_release(server.address)
+    env = env_with_cache(tmp_path / "cache")
+    for tag, variants in (("0.1", {*VARIANTS, "wasm"}), ("0.1-wasm", {"wasm"})):
+        pulled = subprocess.run(runner_cmd("pull", f"{server.address}/tools/tcprtt:{tag}"),
+                                cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert pulled.returncode == 0, pulled.stderr
+        lines = pulled.stdout.splitlines()
+        listed = dict(line.strip().split(": ", 1) for line in lines[1:])
+        assert set(listed) == variants
+        assert Path(listed["wasm"]).read_bytes() == MODULE
+
+
+def test_layers_are_told_apart_by_their_bytes(server, tmp_path):
+    c = client(server.address, tag="odd")
+    pkg = (SHIPPED / ARCH / "tcprtt.raw_tp.json").read_bytes()
+    config = c.put_blob(b"{}")
+    layer = c.put_blob(pkg)
+    # A manifest that calls itself the module but holds a package is refused.
+    liar = json.dumps({
+        "schemaVersion": 2, "mediaType": registry.MEDIA_MANIFEST,
+        "config": {"mediaType": registry.MEDIA_CONFIG, "digest": config, "size": 2},
+        "layers": [{"mediaType": registry.MEDIA_LAYER, "digest": layer, "size": len(pkg),
+                    "annotations": {registry.TITLE: "tcprtt.wasm"}}]}).encode()
+    c.put_manifest(liar, registry.MEDIA_MANIFEST, "odd")
+    cache = registry.Cache(tmp_path / "cache")
+    with pytest.raises(RegistryError, match="names the wasm module, but its layer is not"):
+        registry.pull(c, cache, ARCH)
+    assert cache.get_ref(c.ref) is None
+    # A module under a package's name is still the module, not a package.
+    mlayer = c.put_blob(MODULE)
+    quiet = json.dumps({
+        "schemaVersion": 2, "mediaType": registry.MEDIA_MANIFEST,
+        "config": {"mediaType": registry.MEDIA_CONFIG, "digest": config, "size": 2},
+        "layers": [{"mediaType": registry.MEDIA_LAYER, "digest": mlayer, "size": len(MODULE),
+                    "annotations": {registry.TITLE: "tcprtt.raw_tp.json"}}]}).encode()
+    c.put_manifest(quiet, registry.MEDIA_MANIFEST, "odd")
+    pulled = registry.pull(c, cache, ARCH)
+    assert pulled.packages == {} and pulled.module is not None
+
+
+def test_skopeo_copy_keeps_the_release_whole(server, tmp_path):
+    digest = push_release(server.address, tag="T", repository="a/tcprtt")
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    copied = subprocess.run(
+        ["skopeo", "--policy", str(policy), "copy", "--all",
+         f"docker://{server.address}/a/tcprtt:T", f"docker://{server.address}/b/tcprtt:T",
+         "--src-tls-verify=false", "--dest-tls-verify=false"],
+        capture_output=True, text=True, timeout=120)
+    assert copied.returncode == 0, copied.stderr
+    b = registry.Client(reference.parse(f"{server.address}/b/tcprtt:T"))
+    assert b.get_manifest("T")[2] == digest
+    # skopeo copies the index, not the per-manifest tags; the index is what ecli reads.
+    body = b.get_manifest("T")[0]
     index = json.loads(body)
-    platforms = {(e["platform"]["architecture"], e["annotations"][registry.VARIANT])
-                 for e in index["manifests"]}
-    assert platforms == {(a, v) for a in ("amd64", "arm64")
-                         for v in ("fentry", "kprobe", "raw_tp", "tracepoint")}
-    entry = index["manifests"][0]
-    mbody, mmedia, _ = c.get_manifest(entry["digest"])
-    manifest = json.loads(mbody)
-    # The layout ecli pulls: wasm config, one layer with a title.
-    assert mmedia == registry.MEDIA_MANIFEST
-    assert manifest["config"]["mediaType"] == registry.MEDIA_CONFIG
-    (layer,) = manifest["layers"]
-    assert layer["mediaType"] == registry.MEDIA_LAYER
-    assert layer["annotations"][registry.TITLE].endswith(".json")
-    # Each manifest is also reachable by a tag of its own.
-    one, _, _ = c.get_manifest("0.1-raw_tp-amd64")
-    assert json.loads(one)["annotations"][registry.VARIANT] == "raw_tp"
+    for oci_arch in ("amd64", "arm64"):
+        first = next(e for e in index["manifests"]
+                     if e["platform"]["architecture"] == oci_arch)
+        assert first["annotations"][registry.VARIANT] == "wasm"
+        assert ecli_resolve(b, "T", oci_arch) == MODULE
+    cache = registry.Cache(tmp_path / "cache")
+    pulled = registry.pull(b, cache, ARCH, module=True)
+    assert pulled.digest == digest and sorted(pulled.packages) == list(VARIANTS)
+    assert pulled.module is not None and pulled.module.read_bytes() == MODULE
 
 
 def test_pull_then_run_from_the_pulled_packages_on_real_traffic(root, server, tmp_path):
-    registry.push(client(server.address), registry.release_packages(SHIPPED))
+    push_release(server.address)  # the module comes first; --image runs the packages
     env = env_with_cache(tmp_path / "cache")
     image = f"{server.address}/tools/tcprtt:0.1"
     pulled = subprocess.run(runner_cmd("pull", image), cwd=REPO, env=env, capture_output=True,
@@ -241,8 +445,10 @@ def test_docker_config_credentials_are_used(tmp_path):
         env["HOME"] = str(home)
         env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
         env.pop("DOCKER_CONFIG", None)
+        module = tmp_path / "tcprtt.wasm"
+        module.write_bytes(MODULE)
         pushed = subprocess.run(runner_cmd("push", f"{s.address}/tools/tcprtt:1",
-                                           "--ca-file", str(s.ca_file)),
+                                           "--ca-file", str(s.ca_file), "--module", str(module)),
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert pushed.returncode == 0, pushed.stderr
         assert pushed.stdout.startswith(f"{s.address}/tools/tcprtt@sha256:")

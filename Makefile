@@ -1,5 +1,6 @@
 # tcprtt: build the probe's eunomia packages, ship them with the runner, test.
-PYTHON ?= python3
+# The Python that scripts/setup.sh set up, when it has run; else the system one.
+PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 ARCH ?= $(shell uname -m)
 SHIPPED_ARCHES := x86_64 arm64
 

@@ -19,6 +19,16 @@ KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 7, 8, 9, 10, 
 KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC, KIND_FLOAT = 12, 13, 14, 15, 16
 KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 17, 18, 19
 
+# How deep arrays, pointers and nested structs may go before the type is
+# taken for a cycle; real types nest a handful of levels.
+MAX_DEPTH = 32
+
+SHT_PROGBITS, SHT_SYMTAB, SHT_NOBITS = 1, 2, 8
+SHF_EXECINSTR = 0x4
+STT_FUNC = 2
+# Sections that libbpf reads as something other than programs, whatever their flags.
+_NOT_PROGRAMS = ("license", "version", "maps", ".maps", ".BTF", ".BTF.ext", ".text")
+
 _MODIFIERS = (KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
 # Bytes that follow the common 12-byte header, per kind: fixed, and per vlen item.
 _EXTRA = {KIND_INT: (4, 0), KIND_ARRAY: (12, 0), KIND_STRUCT: (0, 12), KIND_UNION: (0, 12),
@@ -137,23 +147,27 @@ class Btf:
             type_id = t.ref
         raise PackageError("BTF type chain is too deep")
 
-    def size_of(self, type_id: int) -> int:
+    def size_of(self, type_id: int, depth: int = 0) -> int:
+        if depth > MAX_DEPTH:
+            raise PackageError("BTF array types are nested too deeply")
         t = self.get(self.resolve(type_id))
         if t.kind == KIND_ARRAY:
-            return t.nelems * self.size_of(t.elem)
+            return t.nelems * self.size_of(t.elem, depth + 1)
         if t.kind == KIND_PTR:
             return 8
         return t.size
 
-    def c_name(self, type_id: int) -> str:
+    def c_name(self, type_id: int, depth: int = 0) -> str:
         """The declared C type name as ecc writes it: typedefs kept, qualifiers
         dropped, arrays as ``elem[n]``."""
+        if depth > MAX_DEPTH:
+            raise PackageError("BTF types are nested too deeply")
         type_id = self.strip(type_id)
         t = self.get(type_id)
         if t.kind == KIND_ARRAY:
-            return f"{self.c_name(t.elem)}[{t.nelems}]"
+            return f"{self.c_name(t.elem, depth + 1)}[{t.nelems}]"
         if t.kind == KIND_PTR:
-            return f"{self.c_name(t.ref)} *"
+            return f"{self.c_name(t.ref, depth + 1)} *"
         if t.kind == KIND_STRUCT:
             return f"struct {t.name}"
         if t.kind == KIND_UNION:
@@ -183,6 +197,16 @@ class MapDef:
     max_entries: int
     key_type: int
     value_type: int
+    key_size: int = 0     # from the key type, or __uint(key_size, n)
+    value_size: int = 0   # from the value type, or __uint(value_size, n)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A function that libbpf loads as a program: where it is and what it is called."""
+
+    name: str
+    section: str
 
 
 class BpfObject:
@@ -203,17 +227,18 @@ class BpfObject:
             raise PackageError("the ELF section table is truncated or malformed")
         raw = []
         for i in range(shnum):
-            name, stype, _flags, _addr, off, size, link, _info, _align, entsize = \
+            name, stype, flags, _addr, off, size, link, _info, _align, entsize = \
                 struct.unpack_from("<IIQQQQIIQQ", data, shoff + 64 * i)
-            if stype != 8 and off + size > len(data):  # 8: SHT_NOBITS
+            if stype != SHT_NOBITS and off + size > len(data):
                 raise PackageError(f"ELF section {i} runs past the end of the file")
-            raw.append((name, stype, off, size, link, entsize))
+            raw.append((name, stype, off, size, link, entsize, flags))
         names = self._bytes(raw[shstrndx])
-        self.sections: list[tuple[str, int, int, int, int, int]] = []
-        for name, stype, off, size, link, entsize in raw:
+        # (name, type, offset, size, link, entsize, flags)
+        self.sections: list[tuple[str, int, int, int, int, int, int]] = []
+        for name, stype, off, size, link, entsize, flags in raw:
             end = names.find(b"\0", name)
             self.sections.append((names[name:end].decode("utf-8", "replace"),
-                                  stype, off, size, link, entsize))
+                                  stype, off, size, link, entsize, flags))
         btf = self.section(".BTF")
         if btf is None:
             raise PackageError("the BPF object has no .BTF section")
@@ -232,20 +257,36 @@ class BpfObject:
     def _read_symbols(self) -> dict[tuple[str, str], tuple[int, int, int]]:
         """(section, symbol) -> (value, size, type) for every named symbol."""
         out: dict[tuple[str, str], tuple[int, int, int]] = {}
+        self._all_symbols: list[tuple[int, str, int]] = []  # (section index, name, type)
         for sec in self.sections:
-            if sec[1] != 2:  # SHT_SYMTAB
+            if sec[1] != SHT_SYMTAB:
                 continue
+            if sec[4] >= len(self.sections):
+                raise PackageError("the ELF symbol table names a string table that is not there")
             strtab = self._bytes(self.sections[sec[4]])
             table = self._bytes(sec)
             for pos in range(0, len(table) - 23, 24):
                 st_name, info, _other, shndx, value, size = \
                     struct.unpack_from("<IBBHQQ", table, pos)
-                if not st_name or shndx == 0 or shndx >= len(self.sections):
+                if shndx == 0 or shndx >= len(self.sections):
                     continue
                 end = strtab.find(b"\0", st_name)
-                name = strtab[st_name:end].decode("utf-8", "replace")
-                out[(self.sections[shndx][0], name)] = (value, size, info & 0xF)
+                name = strtab[st_name:end].decode("utf-8", "replace") if end >= 0 else ""
+                self._all_symbols.append((shndx, name, info & 0xF))
+                if st_name:
+                    out[(self.sections[shndx][0], name)] = (value, size, info & 0xF)
         return out
+
+    def programs(self) -> list[Program]:
+        """Every function that libbpf would load as a program: the function
+        symbols of each executable section but ``.text`` (whose functions are
+        subprograms), whatever any metadata says."""
+        executable = {i for i, sec in enumerate(self.sections)
+                      if sec[1] == SHT_PROGBITS and sec[6] & SHF_EXECINSTR and sec[3] > 0
+                      and sec[0] not in _NOT_PROGRAMS}
+        return [Program(name, self.sections[shndx][0])
+                for shndx, name, kind in self._all_symbols
+                if shndx in executable and kind == STT_FUNC]
 
     def variables(self, section: str) -> list[Variable]:
         """The variables of a data section, at the offsets the object places them.
@@ -293,14 +334,19 @@ class BpfObject:
                     fields[m.name] = target.nelems  # __uint(name, n) is int (*name)[n]
                 elif m.name in ("key", "value"):
                     fields[m.name] = ptr.ref
+            key, value = fields.get("key", 0), fields.get("value", 0)
             out.append(MapDef(member.name, fields.get("type", 0), fields.get("max_entries", 0),
-                              fields.get("key", 0), fields.get("value", 0)))
+                              key, value,
+                              self.btf.size_of(key) if key else fields.get("key_size", 0),
+                              self.btf.size_of(value) if value else fields.get("value_size", 0)))
         return out
 
 
-def to_json(btf: Btf, type_id: int, data: bytes):
+def to_json(btf: Btf, type_id: int, data: bytes, depth: int = 0):
     """Decode ``data`` of BTF type ``type_id`` into JSON values, as ecli shows
     them: integers as numbers, structs as objects, char arrays as strings."""
+    if depth > MAX_DEPTH:
+        raise PackageError("BTF types are nested too deeply to decode")
     t = btf.get(btf.resolve(type_id))
     if t.kind == KIND_INT or t.kind in (KIND_ENUM, KIND_ENUM64):
         signed = t.kind == KIND_INT and bool(t.encoding & 1)
@@ -314,9 +360,13 @@ def to_json(btf: Btf, type_id: int, data: bytes):
         if elem.kind == KIND_INT and elem.size == 1 and (elem.encoding & 2 or elem.name == "char"):
             return data[:t.nelems].split(b"\0", 1)[0].decode("utf-8", "replace")
         step = btf.size_of(t.elem)
-        return [to_json(btf, t.elem, data[i * step:(i + 1) * step]) for i in range(t.nelems)]
+        # Never more elements than the bytes hold (a zero-sized element, or a
+        # count that the data does not back, would loop without end).
+        count = min(t.nelems, len(data) // step) if step > 0 else 0
+        return [to_json(btf, t.elem, data[i * step:(i + 1) * step], depth + 1)
+                for i in range(count)]
     if t.kind in (KIND_STRUCT, KIND_UNION):
-        return {m.name: to_json(btf, m.type_id, data[m.offset:])
+        return {m.name: to_json(btf, m.type_id, data[m.offset:], depth + 1)
                 for m in t.members if m.name}
     if t.kind == KIND_FLOAT:
         return struct.unpack_from("<d" if t.size == 8 else "<f", data)[0]

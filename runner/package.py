@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -29,6 +30,25 @@ from .errors import PackageError
 # a small package cannot expand to gigabytes.
 MAX_OBJECT_SIZE = 16 << 20
 MAX_PACKAGE_SIZE = 64 << 20
+
+# What no histogram needs, refused with the limit in the message: the runner
+# sizes its read buffers and its memory from these numbers.
+MAX_JSON_DEPTH = 32
+MAX_PROGRAMS = 64
+MAX_MAPS = 64
+MAX_SETTINGS = 256
+MAX_HIST_KEY_SIZE = 256
+MAX_HIST_VALUE_SIZE = 4096
+MAX_HIST_ENTRIES = 1 << 20
+MAX_HIST_SLOTS = 64
+MAX_MAP_KEY_SIZE = 1024
+MAX_MAP_VALUE_SIZE = 1 << 20
+MAX_MAP_BYTES = 1 << 28          # max_entries * (key_size + value_size), per map
+MAX_INTERVAL_MS = 31536000 * 1000  # a year, as the run command's -i
+MAX_NAME = 64
+FLAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+# Long options the run command has itself; a setting may not take them.
+RESERVED_FLAGS = ("--help", "--interval", "--duration", "--json", "--traceback")
 
 SUPPORTED_ATTACH = ("fentry/", "fexit/", "kprobe/", "kretprobe/", "tp/", "tracepoint/",
                     "raw_tp/", "raw_tracepoint/", "tp_btf/")
@@ -58,6 +78,8 @@ def encode_object(obj: bytes) -> str:
 
 def decode_object(data: str, size: int, source: str = "package") -> bytes:
     """Inflate a package's object, refusing anything that is not exactly ``size`` bytes."""
+    if type(size) is not int:
+        raise PackageError(f"{source}: bpf_object_size {size!r} is not an integer")
     if not 0 < size <= MAX_OBJECT_SIZE:
         raise PackageError(f"{source}: bpf_object_size {size} is out of range "
                            f"(1..{MAX_OBJECT_SIZE})")
@@ -75,6 +97,9 @@ def decode_object(data: str, size: int, source: str = "package") -> bytes:
                            f"bpf_object_size of {size} bytes")
     if not inflater.eof:
         raise PackageError(f"{source}: bpf_object is truncated (zlib stream does not end)")
+    if inflater.unused_data:
+        raise PackageError(f"{source}: bpf_object has {len(inflater.unused_data)} bytes "
+                           "after its zlib stream")
     if len(obj) != size:
         raise PackageError(f"{source}: bpf_object inflates to {len(obj)} bytes, "
                            f"but bpf_object_size says {size}")
@@ -93,6 +118,15 @@ class Setting:
     description: str
     flag: str          # the long flag name, as ecli derives it
     default: object
+
+    @property
+    def option(self) -> str:
+        """The option string the run command gives this setting."""
+        if self.type == "bool" and self.default is True:
+            return f"--disable-{self.flag}"
+        if self.type == "bool" and self.default is False:
+            return f"--enable-{self.flag}"
+        return f"--{self.flag}"
 
 
 @dataclass(frozen=True)
@@ -160,44 +194,198 @@ def _hist_map(bpf: BpfObject, entry: dict, defs: dict, source: str) -> HistMap:
         raise PackageError(f"{source}: sample map {name!r} has map type {mapdef.map_type}, "
                            "which the runner does not read")
     sample = entry["sample"]
-    return HistMap(name=name, interval_ms=sample.get("interval", 1000),
-                   unit=sample.get("unit", "(unit)"), key_type=mapdef.key_type,
-                   value_type=mapdef.value_type, key_size=btf.size_of(mapdef.key_type),
-                   value_size=btf.size_of(mapdef.value_type), slots_offset=slots.offset,
-                   slots_count=arr.nelems, max_entries=mapdef.max_entries)
+    interval = sample.get("interval", 1000)
+    if type(interval) is not int or not 0 <= interval <= MAX_INTERVAL_MS:
+        raise PackageError(f"{source}: sample interval {interval!r} ms of map {name!r} is not "
+                           f"an integer in 0..{MAX_INTERVAL_MS}")
+    unit = sample.get("unit", "(unit)")
+    if len(unit) > MAX_NAME:
+        raise PackageError(f"{source}: the unit of map {name!r} is longer than "
+                           f"{MAX_NAME} characters")
+    key_size, value_size = mapdef.key_size, mapdef.value_size
+    _check_limit(source, name, "key size", key_size, 1, MAX_HIST_KEY_SIZE)
+    _check_limit(source, name, "value size", value_size, 1, MAX_HIST_VALUE_SIZE)
+    _check_limit(source, name, "max_entries", mapdef.max_entries, 1, MAX_HIST_ENTRIES)
+    _check_limit(source, name, "number of slots", arr.nelems, 1, MAX_HIST_SLOTS)
+    if slots.offset + 4 * arr.nelems > value_size:
+        raise PackageError(f"{source}: 'slots' of map {name!r} runs past the end of its value")
+    return HistMap(name=name, interval_ms=interval, unit=unit, key_type=mapdef.key_type,
+                   value_type=mapdef.value_type, key_size=key_size, value_size=value_size,
+                   slots_offset=slots.offset, slots_count=arr.nelems,
+                   max_entries=mapdef.max_entries)
 
 
-def parse(doc: object, source: str = "package") -> Package:
-    """Check a decoded package.json and describe it; raises PackageError."""
+def _check_limit(source: str, name: str, what: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise PackageError(f"{source}: map {name!r} has a {what} of {value}, outside the "
+                           f"{low}..{high} the runner allows")
+
+
+def _check_map_sizes(source: str, name: str, key_size: int, value_size: int,
+                     max_entries: int) -> None:
+    """Limits for every map of the object, histogram or not."""
+    _check_limit(source, name, "key size", key_size, 0, MAX_MAP_KEY_SIZE)
+    _check_limit(source, name, "value size", value_size, 0, MAX_MAP_VALUE_SIZE)
+    total = max_entries * (key_size + value_size)
+    if total > MAX_MAP_BYTES:
+        raise PackageError(f"{source}: map {name!r} asks for {max_entries} entries of "
+                           f"{key_size + value_size} bytes ({total} bytes), more than the "
+                           f"{MAX_MAP_BYTES} bytes the runner allows a map")
+
+
+def _json_depth_ok(doc: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``doc`` nests no deeper than ``limit`` (walked without recursion)."""
+    stack = [(doc, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth >= limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def parse(doc: object, source: str = "package", vet: bool = True) -> Package:
+    """Check a decoded package.json and describe it; raises PackageError.
+
+    With ``vet`` (the default), libbpf also opens the object, in a child
+    process (``loader.vet``), and what it finds there must agree with the
+    metadata: this is what lets the runner open it in its own process later."""
+    if not _json_depth_ok(doc):
+        raise PackageError(f"{source}: not a eunomia package: JSON nested deeper than "
+                           f"{MAX_JSON_DEPTH} levels")
     validate(doc, source)
     assert isinstance(doc, dict)
     obj = decode_object(doc["bpf_object"], doc["bpf_object_size"], source)
     try:
-        return _describe(doc, obj, source)
+        package = _describe(doc, obj, source)
     except PackageError:
         raise
-    except (struct.error, IndexError, KeyError, TypeError, ValueError, RecursionError) as exc:
+    except (struct.error, IndexError, KeyError, TypeError, ValueError, RecursionError,
+            OverflowError, MemoryError) as exc:
         # The schema admits it, but the object or meta inside is malformed.
         raise PackageError(f"{source}: malformed package ({type(exc).__name__}: "
                            f"{str(exc)[:120]})") from None
+    if vet:
+        _check_vetted(package, _vetted(obj, package.name, source))
+    return package
+
+
+def _vetted(obj: bytes, name: str, source: str):
+    """libbpf's view of the object, from a child process; remembered per
+    object so that the same bytes are opened once per process."""
+    from .loader import vet
+    key = (hashlib.sha256(obj).digest(), name)
+    if key not in _VETTED:
+        if len(_VETTED) >= 64:
+            _VETTED.clear()
+        _VETTED[key] = vet.vet(obj, name, source)
+    return _VETTED[key]
+
+
+_VETTED: dict = {}
+
+
+def _check_vetted(package: Package, vetted) -> None:
+    """What libbpf found must be what the metadata and our own ELF reading say."""
+    if vetted is None:  # no libbpf here: nothing in this process opens the object
+        return
+    source = package.source
+    listed = {p["name"]: p["attach"] for p in package.progs}
+    if len(vetted.programs) > MAX_PROGRAMS:
+        raise PackageError(f"{source}: libbpf finds {len(vetted.programs)} programs in the "
+                           f"object, more than the {MAX_PROGRAMS} the runner allows")
+    for prog in vetted.programs:
+        _check_program(source, listed, prog.name, prog.section)
+    found = {p.name for p in vetted.programs}
+    for name in listed:
+        if name not in found:
+            raise PackageError(f"{source}: the metadata lists program {name!r}, "
+                               "which libbpf does not find in the object")
+    if len(vetted.maps) > MAX_MAPS:
+        raise PackageError(f"{source}: the object has {len(vetted.maps)} maps, more than "
+                           f"the {MAX_MAPS} the runner allows")
+    hists = {h.name: h for h in package.hists}
+    for m in vetted.maps:
+        if m.map_type in UNSUPPORTED_MAPS:
+            raise PackageError(f"{source}: map {m.name!r} uses {UNSUPPORTED_MAPS[m.map_type]}, "
+                               "which the runner does not support (only log2_hist sample maps)")
+        _check_map_sizes(source, m.name, m.key_size, m.value_size, m.max_entries)
+        hist = hists.get(m.name)
+        if hist is not None and (m.key_size, m.value_size, m.max_entries) != \
+                (hist.key_size, hist.value_size, hist.max_entries):
+            raise PackageError(f"{source}: libbpf reads map {m.name!r} as "
+                               f"{m.key_size}-byte keys, {m.value_size}-byte values and "
+                               f"{m.max_entries} entries, its BTF says {hist.key_size}, "
+                               f"{hist.value_size} and {hist.max_entries}")
+    for name in hists:
+        if name not in {m.name for m in vetted.maps}:
+            raise PackageError(f"{source}: libbpf does not find sample map {name!r}")
+
+
+def _check_program(source: str, listed: dict, name: str, section: str) -> None:
+    """A program of the object must be in the metadata, attach where the
+    metadata says, and attach to something the runner supports."""
+    if not section.startswith(SUPPORTED_ATTACH):
+        raise PackageError(f"{source}: program {name!r} attaches to {section!r}, which "
+                           "the runner does not support (only fentry, kprobe, tracepoint "
+                           "and raw tracepoint)")
+    if name not in listed:
+        raise PackageError(f"{source}: the object holds program {name!r} ({section}), "
+                           "which the metadata does not list")
+    if listed[name] != section:
+        raise PackageError(f"{source}: program {name!r} attaches to {section!r}, but the "
+                           f"metadata says {listed[name]!r}")
 
 
 def _describe(doc: dict, obj: bytes, source: str) -> Package:
     bpf = BpfObject(obj)
     skel = doc["meta"]["bpf_skel"]
+    name = skel["obj_name"]
+    if len(name) > MAX_NAME or "\0" in name:
+        raise PackageError(f"{source}: obj_name is longer than {MAX_NAME} characters "
+                           "or holds a NUL")
     progs = tuple(skel.get("progs") or ())
     if not progs:
         raise PackageError(f"{source}: the package has no programs")
+    if len(progs) > MAX_PROGRAMS:
+        raise PackageError(f"{source}: the package lists {len(progs)} programs, more than "
+                           f"the {MAX_PROGRAMS} the runner allows")
+    listed: dict[str, str] = {}
     for prog in progs:
         if not prog["attach"].startswith(SUPPORTED_ATTACH):
             raise PackageError(f"{source}: program {prog['name']!r} attaches to "
                                f"{prog['attach']!r}, which the runner does not support "
                                "(only fentry, kprobe, tracepoint and raw tracepoint)")
-    defs = {m.name: m for m in bpf.maps()}
+        if prog["name"] in listed:
+            raise PackageError(f"{source}: the metadata lists program {prog['name']!r} twice")
+        listed[prog["name"]] = prog["attach"]
+    # libbpf loads and attaches every program of the ELF, listed or not.
+    in_elf = bpf.programs()
+    if len(in_elf) > MAX_PROGRAMS:
+        raise PackageError(f"{source}: the object holds {len(in_elf)} programs, more than "
+                           f"the {MAX_PROGRAMS} the runner allows")
+    for prog in in_elf:
+        _check_program(source, listed, prog.name, prog.section)
+    missing = set(listed) - {p.name for p in in_elf}
+    if missing:
+        raise PackageError(f"{source}: the metadata lists program {sorted(missing)[0]!r}, "
+                           "which the object does not hold")
+    maps = bpf.maps()
+    if len(maps) > MAX_MAPS:
+        raise PackageError(f"{source}: the object has {len(maps)} maps, more than the "
+                           f"{MAX_MAPS} the runner allows")
+    defs = {m.name: m for m in maps}
     for m in defs.values():
         if m.map_type in UNSUPPORTED_MAPS:
             raise PackageError(f"{source}: map {m.name!r} uses {UNSUPPORTED_MAPS[m.map_type]}, "
                                "which the runner does not support (only log2_hist sample maps)")
+        _check_map_sizes(source, m.name, m.key_size, m.value_size, m.max_entries)
     hists = []
     for entry in skel.get("maps") or ():
         sample = entry.get("sample")
@@ -215,6 +403,10 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
     for section in skel.get("data_sections") or ():
         if section["name"] == ".rodata":
             described = {v["name"]: v for v in section["variables"]}
+    rodata_size = bpf.section_size(".rodata")
+    if rodata_size > MAX_MAP_VALUE_SIZE:
+        raise PackageError(f"{source}: .rodata is {rodata_size} bytes, more than the "
+                           f"{MAX_MAP_VALUE_SIZE} the runner allows")
     settings = []
     for var in bpf.variables(".rodata"):
         meta = described.get(var.name, {"name": var.name, "type": var.type})
@@ -225,9 +417,39 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
                                 description=meta.get("description", ""),
                                 flag=_flag_name(meta),
                                 default=(meta.get("cmdarg") or {}).get("default")))
-    return Package(name=skel["obj_name"], source=source, doc=doc, obj=obj, bpf=bpf,
+    _check_settings(source, settings, rodata_size)
+    return Package(name=name, source=source, doc=doc, obj=obj, bpf=bpf,
                    progs=progs, settings=tuple(settings),
-                   rodata_size=bpf.section_size(".rodata"), hists=tuple(hists))
+                   rodata_size=rodata_size, hists=tuple(hists))
+
+
+def _check_settings(source: str, settings: list[Setting], rodata_size: int) -> None:
+    """Settings become command-line flags: each needs a name, a flag of its
+    own that the run command does not have, and a place inside .rodata."""
+    if len(settings) > MAX_SETTINGS:
+        raise PackageError(f"{source}: the package has {len(settings)} settings, more than "
+                           f"the {MAX_SETTINGS} the runner allows")
+    names: set[str] = set()
+    options: set[str] = set()
+    for s in settings:
+        if not s.name:
+            raise PackageError(f"{source}: a .rodata variable has an empty name")
+        if s.name in names:
+            raise PackageError(f"{source}: two settings are named {s.name!r}")
+        names.add(s.name)
+        if len(s.flag) > MAX_NAME or not FLAG_PATTERN.match(s.flag):
+            raise PackageError(f"{source}: setting {s.name!r} has the flag name {s.flag!r}; "
+                               f"a flag name is 1 to {MAX_NAME} letters, digits, '_', '.' or "
+                               "'-', starting with a letter or digit")
+        if s.option in RESERVED_FLAGS:
+            raise PackageError(f"{source}: setting {s.name!r} would take the flag "
+                               f"{s.option}, which the run command uses itself")
+        if s.option in options:
+            raise PackageError(f"{source}: two settings would take the flag {s.option}")
+        options.add(s.option)
+        if s.size <= 0 or s.offset < 0 or s.offset + s.size > rodata_size:
+            raise PackageError(f"{source}: setting {s.name!r} ({s.size} bytes at offset "
+                               f"{s.offset}) is not inside .rodata ({rodata_size} bytes)")
 
 
 def shipped(variant: str, arch: str) -> Path:
@@ -242,7 +464,10 @@ def loads(text: str | bytes, source: str = "package") -> Package:
     try:
         doc = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PackageError(f"{source}: not JSON ({exc})") from None
+        raise PackageError(f"{source}: not JSON ({str(exc)[:200]})") from None
+    except RecursionError:
+        raise PackageError(f"{source}: not a eunomia package: JSON nested deeper than "
+                           f"{MAX_JSON_DEPTH} levels") from None
     return parse(doc, source)
 
 

@@ -6,8 +6,9 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 echo "demo: tracing for 5 s while making loopback TCP traffic of its own" >&2
-.venv/bin/python -m runner -d 5 -e "$@" &
+.venv/bin/tcprtt -d 5 -e "$@" &
 tracer=$!
 sleep 1
 .venv/bin/python scripts/loopback_traffic.py --seconds 3
 wait "$tracer"
+echo "demo: done; the tcprtt command is now on the PATH: sudo tcprtt --help" >&2

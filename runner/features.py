@@ -8,8 +8,10 @@ loaded and attached; the runner reports that answer too.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
+
+from .errors import KernelError
+from .loader import libbpf
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -39,11 +41,29 @@ def tracefs() -> Path | None:
 
 def mount_tracefs() -> Path | None:
     """Mount tracefs where the kernel expects it, as perf and bpftool do."""
+    try:
+        return ensure_tracefs()
+    except KernelError:
+        return None
+
+
+def ensure_tracefs() -> Path:
+    """Where tracefs is, mounting it at /sys/kernel/tracing if it is nowhere:
+    a tracepoint's perf event id is read there. Through mount(2), as a
+    machine may have no mount binary; one line says why if it fails."""
+    found = tracefs()
+    if found is not None:
+        return found
     path = TRACEFS[0]
-    if path.is_dir():
-        subprocess.run(["mount", "-t", "tracefs", "nodev", str(path)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return tracefs()
+    try:
+        libbpf.mount("tracefs", str(path), "tracefs")
+    except OSError as exc:
+        raise KernelError(f"tracefs is not mounted and mounting it at {path} failed: "
+                          f"{exc.strerror}", exc.errno) from None
+    found = tracefs()
+    if found is None:
+        raise KernelError(f"tracefs is mounted at {path} but has no events directory")
+    return found
 
 
 def check(variant: str, mount: bool = True) -> str | None:
@@ -52,7 +72,6 @@ def check(variant: str, mount: bool = True) -> str | None:
             return f"no kernel BTF at {VMLINUX_BTF}"
         if not btf_has_function(FUNCTION):
             return f"{FUNCTION} is not in the kernel's BTF"
-        from .loader import libbpf
         lib = libbpf.load_library()
         supported = lib.libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None)
         if supported == 0:

@@ -20,6 +20,7 @@ from ctypes import (
     c_size_t,
     c_uint32,
     c_uint64,
+    c_ulong,
     c_void_p,
 )
 from functools import lru_cache
@@ -54,6 +55,10 @@ assert ctypes.sizeof(OpenOpts) == 80, "struct bpf_object_open_opts layout"
 assert ctypes.sizeof(BatchOpts) == 24, "struct bpf_map_batch_opts layout"
 
 PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+# ring_buffer_sample_fn, perf_buffer_sample_fn, perf_buffer_lost_fn
+RING_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+PERF_SAMPLE_FN = CFUNCTYPE(None, c_void_p, c_int, c_void_p, c_uint32)
+PERF_LOST_FN = CFUNCTYPE(None, c_void_p, c_int, c_uint64)
 
 # The last few warnings libbpf printed, to put beside an errno in an error.
 _messages: collections.deque[str] = collections.deque(maxlen=20)
@@ -101,6 +106,24 @@ _SIGNATURES = {
     "libbpf_major_version": (c_uint32, [], None),
     "libbpf_minor_version": (c_uint32, [], None),
     "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p], None),
+    # Objects that a wasm module loads: found by name, raw map calls that
+    # return 0 or a negative errno, and ring and perf buffers.
+    "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p], None),
+    "bpf_object__find_program_by_name": (c_void_p, [c_void_p, c_char_p], None),
+    "bpf_map__type": (c_int, [c_void_p], None),
+    "bpf_map__key_size": (c_uint32, [c_void_p], None),
+    "bpf_map__value_size": (c_uint32, [c_void_p], None),
+    "bpf_map_lookup_elem_flags": (c_int, [c_int, c_void_p, c_void_p, c_uint64], None),
+    "bpf_map_delete_elem_flags": (c_int, [c_int, c_void_p, c_uint64], None),
+    "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int], _check_ptr),
+    "bpf_program__attach_xdp": (c_void_p, [c_void_p, c_int], _check_ptr),
+    "ring_buffer__new": (c_void_p, [c_int, RING_SAMPLE_FN, c_void_p, c_void_p], _check_ptr),
+    "ring_buffer__poll": (c_int, [c_void_p, c_int], None),
+    "ring_buffer__free": (None, [c_void_p], None),
+    "perf_buffer__new": (c_void_p, [c_int, c_size_t, PERF_SAMPLE_FN, PERF_LOST_FN, c_void_p,
+                                    c_void_p], _check_ptr),
+    "perf_buffer__poll": (c_int, [c_void_p, c_int], None),
+    "perf_buffer__free": (None, [c_void_p], None),
 }
 
 
@@ -161,3 +184,39 @@ def load_library() -> Lib:
         return Lib(cdll)
     except AttributeError as exc:
         raise TcprttError(f"{LIBRARY} is too old: {exc}") from None
+
+
+def _check_libc(result, func, args):
+    if result < 0:
+        err = ctypes.get_errno() or 22
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+# The few C library calls the runner makes, as above: (restype, argtypes, errcheck).
+_LIBC_SIGNATURES = {
+    "mount": (c_int, [c_char_p, c_char_p, c_char_p, c_ulong, c_void_p], _check_libc),
+}
+
+
+class Libc:
+    """The C library's functions the runner calls, typed; errors raise OSError."""
+
+    def __init__(self, cdll: ctypes.CDLL):
+        for name, (restype, argtypes, errcheck) in _LIBC_SIGNATURES.items():
+            func = getattr(cdll, name)
+            func.restype = restype
+            func.argtypes = argtypes
+            func.errcheck = errcheck
+            setattr(self, name, func)
+
+
+@lru_cache(maxsize=1)
+def load_libc() -> Libc:
+    """The C library this process already uses, with errno kept per call."""
+    return Libc(ctypes.CDLL(None, use_errno=True))
+
+
+def mount(source: str, target: str, fstype: str) -> None:
+    """mount(2) with no flags or options; OSError with errno if it fails."""
+    load_libc().mount(source.encode(), target.encode(), fstype.encode(), 0, None)

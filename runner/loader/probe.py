@@ -11,6 +11,7 @@ import errno as errno_mod
 import os
 from ctypes import c_size_t, c_uint32
 
+from .. import features
 from ..errors import KernelError
 from ..package import HistMap, Package
 from . import libbpf
@@ -19,6 +20,8 @@ VERIFIER_LOG_SIZE = 1 << 20
 VERIFIER_LINES = 2
 # Entries fetched by one batched lookup; bounded so the buffers stay small.
 BATCH = 4096
+# Sections libbpf attaches through a perf event whose id it reads in tracefs.
+TRACEPOINT_SECTIONS = ("tracepoint/", "tp/")
 
 
 def _shorten_log(log: str) -> str:
@@ -118,7 +121,14 @@ class LoadedProbe:
         return ids
 
     def attach(self) -> None:
+        """Attach every program; tracefs is mounted first if one needs it."""
         for handle, name, section in self.programs():
+            if section.startswith(TRACEPOINT_SECTIONS):
+                try:
+                    features.ensure_tracefs()
+                except KernelError as exc:
+                    raise KernelError(f"cannot attach {name} to {section}: {exc}",
+                                      exc.errno) from None
             libbpf.recent_messages()
             try:
                 self._links.append(self._lib.bpf_program__attach(handle))
@@ -211,11 +221,17 @@ class LoadedProbe:
             first = False
         return out
 
-    def close(self) -> None:
-        """Detach and unload; harmless to call again."""
+    def detach(self) -> None:
+        """Destroy the links, keeping the programs and maps: no new run starts
+        once it returns (runs already under way end within a grace period),
+        and the maps keep what was counted. Harmless to call again."""
         links, self._links = self._links, []
         for link in reversed(links):
             self._lib.bpf_link__destroy(link)
+
+    def close(self) -> None:
+        """Detach and unload; harmless to call again."""
+        self.detach()
         obj, self._obj = self._obj, None
         if obj:
             self._lib.bpf_object__close(obj)

@@ -557,6 +557,12 @@ class ModuleOnly(RegistryError):
         assert self.pulled.module is not None
         return self.cache.read("sha256:" + self.pulled.module.name)
 
+    def run(self, flags: list[str]) -> int:
+        """Run the module under the runner's wasm-bpf host with tcprtt's flags
+        (the command line without the runner's own --image and registry flags)."""
+        from .wasm import run_module  # the host (wasmtime) is loaded only for a module
+        return run_module(self.data(), list(flags), self.source)
+
 
 def _for_arch(index: dict, arch: str) -> list[dict]:
     return [e for e in index["manifests"]

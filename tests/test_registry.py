@@ -226,6 +226,27 @@ def test_pull_command_lists_the_module(server, tmp_path):
         assert Path(listed["wasm"]).read_bytes() == MODULE
 
 
+def test_push_command_takes_the_module_beside_the_packages(server, tmp_path):
+    import shutil
+    source = tmp_path / "release"
+    for arch in ("x86_64", "arm64"):
+        shutil.copytree(SHIPPED / arch, source / arch)
+    env = env_with_cache(tmp_path / "cache")
+    image = f"{server.address}/tools/tcprtt:cli"
+    missing = subprocess.run(runner_cmd("push", image, "--from", str(source)), cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "tcprtt.wasm: no wasm module" in missing.stderr
+    with pytest.raises(RegistryError, match="not found"):
+        client(server.address, tag="cli").get_manifest("cli")  # nothing was published
+    (source / "tcprtt.wasm").write_bytes(MODULE)
+    pushed = subprocess.run(runner_cmd("push", image, "--from", str(source)), cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert pushed.returncode == 0, pushed.stderr
+    c = client(server.address, tag="cli")
+    assert pushed.stdout.strip().endswith(c.get_manifest("cli")[2])
+    check_release_index(c, "cli", MODULE)
+
+
 def test_layers_are_told_apart_by_their_bytes(server, tmp_path):
     c = client(server.address, tag="odd")
     pkg = (SHIPPED / ARCH / "tcprtt.raw_tp.json").read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -14,7 +15,8 @@ from runner.build import host_arch
 from runner.errors import KernelError
 from runner.tracer import LibbpfTracer, choose
 
-from .conftest import loaded_programs, programs_left, runqlat
+from . import conftest
+from .conftest import loaded_programs, programs_left, runqlat, shared_file
 from .traffic import tcp_pair
 
 VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
@@ -177,6 +179,24 @@ def test_real_ecc_package_loads_and_counts_run_queue_latency(root):
         hists = tracer.snapshot()
     assert sum(h.total for h in hists) > 0
     assert all(len(h.slots) == 26 for h in hists)
+
+
+def test_a_missing_shared_file_skips_with_its_path_or_fails_under_ci(tmp_path, monkeypatch):
+    monkeypatch.setattr(conftest, "SHARED", tmp_path)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    missing = str(tmp_path / "fixtures" / "x.json")
+    with pytest.raises(pytest.skip.Exception, match=re.escape(missing)):
+        shared_file("fixtures/x.json")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=re.escape(missing)):
+        shared_file("fixtures/x.json")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # the hosted runner has no ../shared
+    with pytest.raises(pytest.skip.Exception, match=re.escape(missing)):
+        shared_file("fixtures/x.json")
+    (tmp_path / "fixtures").mkdir()
+    (tmp_path / "fixtures" / "x.json").write_text("{}")
+    assert shared_file("fixtures/x.json") == tmp_path / "fixtures" / "x.json"
 
 
 BAD_PROGRAM = r"""

@@ -213,6 +213,39 @@ def test_a_module_only_reference_pulls_the_module(server, tmp_path, monkeypatch,
     assert raised.value.data() == MODULE
 
 
+# A WASI module that writes its arguments, NUL-separated, to stdout.
+ECHO_ARGS = """
+(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $sizes (i32.const 0) (i32.const 4)))     ;; argc at 0, their bytes at 4
+    (drop (call $args (i32.const 16) (i32.const 1024)))  ;; pointers at 16, strings at 1024
+    (i32.store (i32.const 8) (i32.const 1024))            ;; one iovec at 8: the strings
+    (i32.store (i32.const 12) (i32.load (i32.const 4)))
+    (drop (call $write (i32.const 1) (i32.const 8) (i32.const 1) (i32.const 0)))))
+"""
+
+
+def test_a_module_only_reference_runs_under_the_wasm_host(server, tmp_path, monkeypatch,
+                                                          capfd):
+    import wasmtime
+
+    from runner import run
+    echo = wasmtime.wat2wasm(ECHO_ARGS)
+    registry.push(client(server.address, tag="echo"), {}, bytes(echo))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(registry.ModuleOnly) as raised:
+        run.image_packages(f"{server.address}/tools/tcprtt:echo", RegistryOptions(),
+                           io.StringIO())
+    capfd.readouterr()
+    assert raised.value.run(["-B", "-d", "1"]) == 0
+    out = capfd.readouterr().out
+    assert out.split("\0")[1:] == ["-B", "-d", "1", ""]
+
+
 def test_pull_command_lists_the_module(server, tmp_path):
     push_release(server.address)
     env = env_with_cache(tmp_path / "cache")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -214,3 +215,119 @@ def test_generic_runner_text_and_setting_flags(root):
                          cwd=REPO, env=runner_env(), capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "tcprtt: error: --targ_tgid: 'many' is not an integer"
+
+
+def shipped_package(variant: str, arch: str | None = None) -> str:
+    from runner.build import host_arch
+    return str(REPO / "runner" / "packages" / (arch or host_arch()) / f"tcprtt.{variant}.json")
+
+
+def tcprtt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(runner_cmd(*args), cwd=REPO, env=runner_env(), capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_help_lists_every_command_and_version_prints_it():
+    proc = tcprtt("--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in ("tcprtt run PACKAGE.json", "tcprtt push", "tcprtt pull", "tcprtt doctor"):
+        assert command in proc.stdout
+    version = tcprtt("--version")
+    assert version.returncode == 0
+    assert re.fullmatch(r"tcprtt \d+\.\d+\.\d+\n", version.stdout), version.stdout
+
+
+def test_run_help_needs_no_package():
+    proc = tcprtt("run", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: tcprtt run PACKAGE.json")
+    assert "--interval" in proc.stdout and "--json" in proc.stdout
+    bare = tcprtt("run")
+    assert bare.returncode == 2
+    assert bare.stderr == ("tcprtt: error: run: give the package.json to run first "
+                           "(tcprtt run --help)\n")
+
+
+def test_doctor_help_is_plain_text():
+    proc = tcprtt("doctor", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "``" not in proc.stdout and "Report what this machine offers tcprtt" in proc.stdout
+
+
+def test_runner_only_settings_are_hidden_and_refused():
+    package = shipped_package("raw_tp")
+    helped = tcprtt("run", package, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--lport" in helped.stdout
+    assert "targ_percpu" not in helped.stdout and "set by the runner" not in helped.stdout
+    refused = tcprtt("run", package, "--targ_percpu")
+    assert refused.returncode == 2
+    assert refused.stderr == ("tcprtt: error: --targ_percpu: set by the runner, "
+                              "not on the command line\n")
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["--laddr4", "-1"], "tcprtt: error: --laddr4: -1 does not fit in unsigned long long"),
+    (["--lport", "99999999999"], "tcprtt: error: --lport: 99999999999 does not fit in int"),
+    (["--ipver", "four"], "tcprtt: error: --ipver: 'four' is not an integer"),
+])
+def test_bad_setting_values_are_one_line_and_exit_2(argv, line):
+    proc = tcprtt("run", shipped_package("raw_tp"), *argv, "-d", "1")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == line + "\n"
+
+
+def test_ctrl_c_before_tracing_starts_exits_130_without_a_traceback(root):
+    proc = subprocess.Popen(runner_cmd("-d", "5"), cwd=REPO, env=runner_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.05)  # still importing
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err == "" and out == ""
+
+
+def test_json_lines_come_out_as_each_interval_ends(root):
+    proc = subprocess.Popen(runner_cmd("--json", "-i", "1", "-d", "6"), cwd=REPO,
+                            env=runner_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()), daemon=True)
+    try:
+        reader.start()
+        reader.join(timeout=5)  # started, attached, one interval: well within 5 s of 6
+        assert first and first[0], "no JSON line before the end of the run"
+        assert proc.poll() is None, "the run ended before its first line was read"
+        assert set(json.loads(first[0])) >= {"time", "count", "slots", "p99"}
+        proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+
+
+def test_verbose_says_a_variant_is_absent_from_the_package(root):
+    proc = tcprtt("--package", shipped_package("tracepoint"), "-v", "-d", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert ("tcprtt: fentry not used: no package of this variant to load (tracepoint only)"
+            in proc.stderr.splitlines())
+    assert "architecture" not in proc.stderr
+    assert "tcprtt: attached with the tracepoint variant" in proc.stderr
+
+
+def test_package_built_for_another_architecture_is_refused(root):
+    from runner.build import host_arch
+    other = "arm64" if host_arch() == "x86_64" else "x86_64"
+    package = shipped_package("raw_tp", other)
+    before = loaded_programs()
+    proc = tcprtt("--package", package, "-d", "1")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"tcprtt: {package}: the package was built for {other}, "
+                           f"this machine is {host_arch()}\n")
+    assert not programs_left(before)

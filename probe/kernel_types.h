@@ -10,9 +10,6 @@
 #ifndef __TCPRTT_KERNEL_TYPES_H
 #define __TCPRTT_KERNEL_TYPES_H
 
-/* bpf_tracing.h picks the kernel's register names when this is defined. */
-#define __VMLINUX_H__
-
 typedef signed char __s8;
 typedef unsigned char __u8;
 typedef short __s16;
@@ -42,24 +39,26 @@ enum {
 #define AF_INET 2
 #define AF_INET6 10
 
-/* Register layouts for BPF_KPROBE; these are ABI, not CO-RE. */
-#if defined(__TARGET_ARCH_x86)
-struct pt_regs {
-	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
-	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
-};
-#elif defined(__TARGET_ARCH_arm64)
-struct user_pt_regs {
+/*
+ * The registers a kprobe sees, one CO-RE flavour per architecture: libbpf
+ * drops the ___suffix and matches the kernel's struct pt_regs, so a kprobe
+ * reads its argument by register name. (The suffixes are uname -m's names,
+ * which keeps them apart from bpf_tracing.h's own flavours.) Only the
+ * register the probe reads is declared; on arm64, regs[] sits in an
+ * anonymous struct in an anonymous union, which libbpf looks through. In an
+ * object built for the other architecture the field is missing from the
+ * kernel's pt_regs, and the program fails to load instead of reading the
+ * wrong register.
+ */
+struct pt_regs;
+
+struct pt_regs___x86_64 {
+	unsigned long di;
+} __attribute__((preserve_access_index));
+
+struct pt_regs___aarch64 {
 	__u64 regs[31];
-	__u64 sp;
-	__u64 pc;
-	__u64 pstate;
-};
-struct pt_regs {
-	struct user_pt_regs user_regs;
-	__u64 orig_x0;
-};
-#endif
+} __attribute__((preserve_access_index));
 
 struct in6_addr {
 	union {

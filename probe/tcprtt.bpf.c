@@ -18,10 +18,14 @@ const volatile int targ_dport = 0;
 const volatile unsigned long long targ_saddr = 0;
 /// remote IPv4 address to trace, as a host-order integer (0: any)
 const volatile unsigned long long targ_daddr = 0;
-/// local IPv6 address to trace, network byte order (all zero: any); set by the runner
-const volatile __u8 targ_saddr_v6[IPV6_LEN] = {};
-/// remote IPv6 address to trace, network byte order (all zero: any); set by the runner
-const volatile __u8 targ_daddr_v6[IPV6_LEN] = {};
+/// local IPv6 address to trace, its first 8 bytes as a host-order integer (both halves 0: any)
+const volatile unsigned long long targ_saddr_v6_hi = 0;
+/// local IPv6 address to trace, its last 8 bytes as a host-order integer (both halves 0: any)
+const volatile unsigned long long targ_saddr_v6_lo = 0;
+/// remote IPv6 address to trace, its first 8 bytes as a host-order integer (both halves 0: any)
+const volatile unsigned long long targ_daddr_v6_hi = 0;
+/// remote IPv6 address to trace, its last 8 bytes as a host-order integer (both halves 0: any)
+const volatile unsigned long long targ_daddr_v6_lo = 0;
 /// trace only this IP version, 4 or 6 (0: both)
 const volatile int targ_ipver = 0;
 /// one histogram per local address
@@ -77,18 +81,13 @@ struct {
 /* Settings live in frozen .rodata, so the verifier sees these as constants
  * and prunes every branch of a filter that is off: a run pays only for
  * what the settings ask for. */
-static __always_inline bool v6_set(const volatile __u8 *addr)
+/* An IPv6 filter is the address as a 128-bit host-order integer in two
+ * halves, each a type that ecli parses; the address's words are in network
+ * order, word 0 the top 32 bits of hi. */
+static __always_inline bool v6_equal(const __u32 *a, __u64 hi, __u64 lo)
 {
-	const volatile __u64 *half = (const volatile __u64 *)addr;
-
-	return (half[0] | half[1]) != 0;
-}
-
-static __always_inline bool v6_equal(const __u32 *a, const volatile __u8 *b)
-{
-	const volatile __u32 *want = (const volatile __u32 *)b;
-
-	return a[0] == want[0] && a[1] == want[1] && a[2] == want[2] && a[3] == want[3];
+	return a[0] == bpf_htonl((__u32)(hi >> 32)) && a[1] == bpf_htonl((__u32)hi) &&
+	       a[2] == bpf_htonl((__u32)(lo >> 32)) && a[3] == bpf_htonl((__u32)lo);
 }
 
 static __always_inline bool v4_mapped(const __u32 *a)
@@ -243,14 +242,15 @@ static __always_inline void seg_addr(const struct seg *s, bool local, __u16 fami
 /* Whether an address passes its filters; a v4-mapped IPv6 address is
  * tested, and keyed, as the IPv4 address it maps. */
 static __always_inline bool addr_ok(__u16 family, const __u32 addr[4],
-				    unsigned long long want4, const volatile __u8 *want6)
+				    unsigned long long want4, unsigned long long want6_hi,
+				    unsigned long long want6_lo)
 {
 	bool v4 = family == AF_INET || v4_mapped(addr);
 	__u32 a4 = family == AF_INET ? addr[0] : addr[3];
 
 	if (want4 && (!v4 || a4 != bpf_htonl((__u32)want4)))
 		return false;
-	if (v6_set(want6) && (v4 || !v6_equal(addr, want6)))
+	if ((want6_hi || want6_lo) && (v4 || !v6_equal(addr, want6_hi, want6_lo)))
 		return false;
 	return true;
 }
@@ -296,6 +296,24 @@ static __always_inline void add_sample(struct hist *histp, __u32 srtt, bool shar
 	}
 }
 
+#if defined(TCPRTT_KPROBE)
+/* A kprobe's first argument, read from the registers by a CO-RE relocated
+ * field (kernel_types.h), not at PT_REGS_PARM1's fixed offset: an object
+ * built for another architecture names a register this kernel's pt_regs
+ * lacks, so libbpf poisons the load and the verifier refuses the program,
+ * where a fixed offset would read another register. */
+static __always_inline struct sock *kprobe_arg1(struct pt_regs *ctx)
+{
+#if defined(__TARGET_ARCH_x86)
+	return (struct sock *)((struct pt_regs___x86_64 *)ctx)->di;
+#elif defined(__TARGET_ARCH_arm64)
+	return (struct sock *)((struct pt_regs___aarch64 *)ctx)->regs[0];
+#else
+#error "the kprobe variant is built for x86 or arm64"
+#endif
+}
+#endif
+
 static __always_inline int handle_rcv_established(const struct seg *s)
 {
 	__u32 laddr[4] = {}, raddr[4] = {};
@@ -308,8 +326,8 @@ static __always_inline int handle_rcv_established(const struct seg *s)
 	if (targ_dport && targ_dport != seg_rport(s))
 		return 0;
 
-	if (targ_ipver || targ_saddr || targ_daddr || v6_set(targ_saddr_v6) ||
-	    v6_set(targ_daddr_v6) || targ_laddr_hist || targ_raddr_hist) {
+	if (targ_ipver || targ_saddr || targ_daddr || targ_saddr_v6_hi || targ_saddr_v6_lo ||
+	    targ_daddr_v6_hi || targ_daddr_v6_lo || targ_laddr_hist || targ_raddr_hist) {
 		family = seg_family(s);
 		if (family != AF_INET && family != AF_INET6)
 			return 0;
@@ -321,8 +339,8 @@ static __always_inline int handle_rcv_established(const struct seg *s)
 			if ((targ_ipver == 4 && !v4) || (targ_ipver == 6 && v4))
 				return 0;
 		}
-		if (!addr_ok(family, laddr, targ_saddr, targ_saddr_v6) ||
-		    !addr_ok(family, raddr, targ_daddr, targ_daddr_v6))
+		if (!addr_ok(family, laddr, targ_saddr, targ_saddr_v6_hi, targ_saddr_v6_lo) ||
+		    !addr_ok(family, raddr, targ_daddr, targ_daddr_v6_hi, targ_daddr_v6_lo))
 			return 0;
 	}
 
@@ -334,7 +352,7 @@ static __always_inline int handle_rcv_established(const struct seg *s)
 	}
 
 	struct key_slot *slot = NULL;
-	struct hist_key key = {};
+	struct hist_key key = {.family = KEY_FAMILY_ALL};
 
 	if (targ_laddr_hist || targ_raddr_hist) {
 		__u32 words[4] = {};
@@ -393,9 +411,9 @@ int BPF_PROG(rtt_fentry, struct sock *sk)
 }
 #elif defined(TCPRTT_KPROBE)
 SEC("kprobe/tcp_rcv_established")
-int BPF_KPROBE(rtt_kprobe, struct sock *sk)
+int rtt_kprobe(struct pt_regs *ctx)
 {
-	struct seg s = {.how = PROBE_READ, .sk = sk};
+	struct seg s = {.how = PROBE_READ, .sk = kprobe_arg1(ctx)};
 
 	return handle_rcv_established(&s);
 }

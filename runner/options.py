@@ -240,15 +240,19 @@ def probe_settings(opts: Options, keep_sum: bool = False) -> dict[str, object]:
         values["targ_sport"] = opts.lport
     if opts.rport:
         values["targ_dport"] = opts.rport
-    for text, v4_name, v6_name in ((opts.laddr, "targ_saddr", "targ_saddr_v6"),
-                                   (opts.raddr, "targ_daddr", "targ_daddr_v6")):
+    from .addresses import ipv6_halves
+    for text, v4_name, v6_names in (
+            (opts.laddr, "targ_saddr", ("targ_saddr_v6_hi", "targ_saddr_v6_lo")),
+            (opts.raddr, "targ_daddr", ("targ_daddr_v6_hi", "targ_daddr_v6_lo"))):
         if text is None:
             continue
         addr = _address(text)
-        if addr.version == 4:
+        if isinstance(addr, ipaddress.IPv4Address):
             values[v4_name] = int(addr)
-        else:
-            values[v6_name] = addr.packed
+            continue
+        for name, half in zip(v6_names, ipv6_halves(addr)):
+            if half:  # only those not zero, as for every setting
+                values[name] = half
     if opts.ipv4:
         values["targ_ipver"] = 4
     elif opts.ipv6:

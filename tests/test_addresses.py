@@ -1,13 +1,26 @@
-"""Histogram keys as address text."""
+"""Histogram keys as address text, the unkeyed key, IPv6 filters as halves."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.addresses import AF_INET, AF_INET6, key_address
+from runner import package
+from runner.addresses import (
+    AF_INET,
+    AF_INET6,
+    KEY_FAMILY_ALL,
+    ipv6_halves,
+    key_address,
+    key_family,
+    unkeyed_key,
+)
+from runner.build import host_arch
+
+from .conftest import REPO
 
 v6 = st.one_of(st.binary(min_size=16, max_size=16),
                # runs of zero groups, where compression rules differ most
@@ -33,3 +46,28 @@ def test_ipv4_keys(raw):
 def test_unkeyed_and_unknown_families_have_no_address():
     assert key_address(None) is None
     assert key_address({"family": 0, "addr": [0] * 16}) is None
+    assert key_address({"family": KEY_FAMILY_ALL, "addr": [0] * 16}) is None
+    assert key_family({"family": KEY_FAMILY_ALL, "addr": [0] * 16}) is None
+
+
+def test_unkeyed_family_is_the_headers_and_its_key_is_not_all_zero():
+    header = (REPO / "probe" / "tcprtt.h").read_text()
+    define = re.search(r"#define KEY_FAMILY_ALL (0x[0-9a-fA-F]+)", header)
+    assert define and int(define.group(1), 16) == KEY_FAMILY_ALL
+    key_size = package.load(package.shipped("raw_tp", host_arch())).hists[0].key_size
+    key = unkeyed_key(key_size)
+    assert key == b"\xff\xff" + bytes(16) and any(key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(v6)
+def test_ipv6_halves_are_the_address_bytes_big_endian(raw):
+    hi, lo = ipv6_halves(ipaddress.IPv6Address(raw))
+    assert 0 <= hi < 1 << 64 and 0 <= lo < 1 << 64
+    assert hi.to_bytes(8, "big") + lo.to_bytes(8, "big") == raw
+
+
+def test_ipv6_halves_of_known_addresses():
+    assert ipv6_halves(ipaddress.IPv6Address("::1")) == (0, 1)
+    assert ipv6_halves(ipaddress.IPv6Address("fe80::1")) == (0xFE80 << 48, 1)
+    assert ipv6_halves(ipaddress.IPv6Address("ffff:ffff:ffff:ffff::")) == ((1 << 64) - 1, 0)

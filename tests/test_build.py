@@ -83,3 +83,29 @@ def test_license_strings_agree():
 
 def test_probe_readme_carries_the_settings_table():
     assert build.settings_table() in (REPO / "probe" / "README.md").read_text()
+
+
+def test_kprobe_for_another_architecture_fails_to_load_not_to_read(root):
+    """The kprobe reads its argument by register name through CO-RE, so the
+    package built for the other architecture is refused at load (libbpf
+    poisons the unresolved relocation, the verifier refuses it) rather than
+    reading a wrong register; this architecture's own package loads."""
+    from runner import features
+    from runner.errors import KernelError
+    from runner.loader.probe import LoadedProbe
+
+    host = build.host_arch()
+    other = {"x86_64": "arm64", "arm64": "x86_64"}[host]
+    foreign = package.load(package.shipped("kprobe", other))
+    register = {"arm64": "pt_regs___aarch64.regs[0]", "x86_64": "pt_regs___x86_64.di"}[other]
+    with pytest.raises(KernelError, match="refused to load.*CO-RE relocation") as info:
+        LoadedProbe(foreign).close()
+    assert register in str(info.value)
+
+    own = package.load(package.shipped("kprobe", host))
+    with LoadedProbe(own) as probe:  # loads: the verifier accepts the register read
+        if features.check("kprobe") is None:
+            probe.attach()
+        else:  # no kprobes in this kernel: attaching is what fails, and says so
+            with pytest.raises(KernelError, match="cannot attach rtt_kprobe"):
+                probe.attach()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from runner import package
+from runner import options, package
 from runner.build import host_arch
 from runner.errors import UsageError
 from runner.loader.ecli import EcliTracer, parse_records, setting_flags
@@ -37,8 +37,21 @@ def test_settings_become_ecli_flags():
     pkg = package.load(package.shipped("raw_tp", host_arch()))
     flags = setting_flags(pkg, {"targ_sport": 80, "targ_raddr_hist": True, "targ_ms": False})
     assert flags == ["--lport", "80", "--raddr-hist"]
-    with pytest.raises(UsageError, match="cannot set targ_saddr_v6"):
-        setting_flags(pkg, {"targ_saddr_v6": bytes(16)})
+    with pytest.raises(UsageError, match="cannot set targ_sport"):
+        setting_flags(pkg, {"targ_sport": b"80"})
+
+
+def test_ipv6_filters_become_ecli_flags():
+    """The runner's -A/-a with an IPv6 address reach ecli as the two halves."""
+    pkg = package.load(package.shipped("raw_tp", host_arch()))
+    parser = options.Parser(prog="tcprtt")
+    options.add_probe_flags(parser)
+    options.add_runner_flags(parser)
+    opts = options.from_namespace(parser.parse_args(["-A", "fe80::1", "-a", "2001:db8::"]))
+    values = options.probe_settings(opts)
+    assert setting_flags(pkg, values) == [
+        "--laddr6-hi", str(0x20010DB8 << 32),
+        "--raddr6-hi", str(0xFE80 << 48), "--raddr6-lo", "1"]
 
 
 def test_tracer_reads_the_latest_record_per_key(tmp_path):

@@ -128,11 +128,23 @@ def test_settings_carry_btf_offsets_and_config_descriptions():
     by_name = {s.name: s for s in pkg.settings}
     assert by_name["targ_sport"].type == "int" and by_name["targ_sport"].flag == "lport"
     assert by_name["targ_saddr"].size == 8
-    assert by_name["targ_saddr_v6"].size == 16
+    assert by_name["targ_saddr_v6_hi"].size == by_name["targ_saddr_v6_lo"].size == 8
     offsets = sorted((s.offset, s.size) for s in pkg.settings)
     for (a, asize), (b, _) in zip(offsets, offsets[1:]):
         assert a + asize <= b, "settings must not overlap"
     assert offsets[-1][0] + offsets[-1][1] <= pkg.rodata_size
+
+
+# The type names that ecli and eunomia's C++ loader parse a flag's value into.
+ECLI_TYPES = {"bool", "pid_t", "int", "short", "long", "long long", "unsigned int",
+              "unsigned short", "unsigned long long", "float", "double"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_setting_has_a_type_ecli_parses(variant):
+    pkg = package.parse(shipped_doc(variant))
+    for s in pkg.settings:
+        assert s.type in ECLI_TYPES or s.type.startswith("char["), (s.name, s.type)
 
 
 def test_encode_setting_checks_range_and_type():

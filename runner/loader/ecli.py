@@ -33,7 +33,9 @@ def parse_records(lines: Iterable[str]) -> Iterable[Hist]:
 
 
 def setting_flags(package: Package, values: dict[str, object]) -> list[str]:
-    """ecli's flags for these settings, named as ecli names them."""
+    """ecli's flags for these settings, named as ecli names them. ecli
+    parses numbers and strings only: tcprtt's settings are all numbers or
+    switches (an IPv6 filter is two 64-bit halves), so every one passes."""
     flags = []
     for name, value in values.items():
         setting = package.setting(name)

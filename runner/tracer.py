@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import features
+from .addresses import unkeyed_key
 from .bpfobject import to_json
 from .config import probe_config
 from .errors import KernelError, TcprttError
@@ -80,8 +81,8 @@ class LibbpfTracer:
     def _percpu_total(self) -> Hist:
         """The per-CPU copies summed, keyed as the unkeyed hists entry is."""
         h = self._hist
-        zero_key = bytes(h.key_size)
-        return _sum([self._decode(zero_key, v)
+        key = unkeyed_key(h.key_size)
+        return _sum([self._decode(key, v)
                      for v in self._probe.read_percpu(self._percpu_map, h.value_size)])
 
     def dropped(self) -> int:

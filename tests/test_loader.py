@@ -115,8 +115,11 @@ def test_address_keys_decode(root, setting, host):
 
 def test_ipv6_address_filter_and_family_filter(root):
     import ipaddress
-    v6 = ipaddress.IPv6Address("::1").packed
-    with LibbpfTracer(pkg("raw_tp"), {"targ_daddr_v6": v6}, "raw_tp") as tracer:
+
+    from runner.addresses import ipv6_halves
+    v6 = dict(zip(("targ_daddr_v6_hi", "targ_daddr_v6_lo"),
+                  ipv6_halves(ipaddress.IPv6Address("::1"))))
+    with LibbpfTracer(pkg("raw_tp"), v6, "raw_tp") as tracer:
         with tcp_pair("127.0.0.1") as p4:
             p4.exchange(100)
         assert sum(h.total for h in tracer.snapshot()) == 0, "IPv4 must not pass a v6 filter"

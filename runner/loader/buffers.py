@@ -1,0 +1,147 @@
+"""Samples from BPF ring buffers and perf event arrays, one bytes object each.
+
+``open_reader`` picks the reader for a map's type; both kinds poll the same
+way and hand every sample to a Python callback. libbpf's C callback only
+copies the sample and queues it; the Python callback runs after libbpf's poll
+has returned, so an exception it raises (or code it calls into, such as a
+wasm module) never unwinds through libbpf's frames.
+
+A reader owns its libbpf ring_buffer or perf_buffer, not the map: close the
+reader before the object the map belongs to. Closing twice is harmless.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import os
+from typing import Callable, Union
+
+from ..errors import KernelError
+from . import libbpf
+
+BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+BPF_MAP_TYPE_RINGBUF = 27
+# Pages of each CPU's perf buffer, as eunomia's runtimes use.
+PERF_BUFFER_PAGES = 64
+
+OnSample = Callable[[bytes], None]
+
+
+class _Reader:
+    """What both kinds share: the queue, the poll loop, the close."""
+
+    kind = "buffer"
+
+    def __init__(self, map_fd: int, on_sample: OnSample):
+        self._lib = libbpf.load_library()
+        self.map_fd = map_fd
+        self.on_sample = on_sample
+        self._pending: list[bytes] = []
+        self._handle: int | None = None
+        self.lost = 0  # samples the kernel could not store (perf buffers only)
+
+    def _poll_raw(self, timeout_ms: int) -> int:
+        raise NotImplementedError
+
+    def _free(self, handle: int) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to ``timeout_ms`` (negative: no limit) for samples, hand
+        each to ``on_sample`` in order, and return how many there were.
+        A signal that interrupts the wait ends it early with what was read."""
+        if self._handle is None:
+            raise KernelError(f"{self.kind} of map fd {self.map_fd} is closed", errno_mod.EBADF)
+        rc = self._poll_raw(timeout_ms)
+        pending, self._pending = self._pending, []
+        if rc < 0 and rc != -errno_mod.EINTR:
+            raise KernelError(f"{self.kind} poll: {os.strerror(-rc)}", -rc)
+        for sample in pending:
+            self.on_sample(sample)
+        return len(pending)
+
+    def close(self) -> None:
+        handle, self._handle = self._handle, None
+        if handle:
+            self._free(handle)
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a safety net only; owners call close()
+        if getattr(self, "_handle", None):
+            self.close()
+
+
+class RingBufferReader(_Reader):
+    """A BPF_MAP_TYPE_RINGBUF map through libbpf's ring_buffer."""
+
+    kind = "ring buffer"
+
+    def __init__(self, map_fd: int, on_sample: OnSample):
+        super().__init__(map_fd, on_sample)
+        self._cb = libbpf.RING_SAMPLE_FN(self._sample)  # kept alive with the reader
+        try:
+            self._handle = self._lib.ring_buffer__new(map_fd, self._cb, None, None)
+        except libbpf.LibbpfError as exc:
+            raise KernelError(f"cannot read ring buffer (map fd {map_fd}): "
+                              f"{os.strerror(exc.errno)}", exc.errno) from None
+
+    def _sample(self, ctx, data, size) -> int:
+        self._pending.append(ctypes.string_at(data, size))
+        return 0
+
+    def _poll_raw(self, timeout_ms: int) -> int:
+        return self._lib.ring_buffer__poll(self._handle, timeout_ms)
+
+    def _free(self, handle: int) -> None:
+        self._lib.ring_buffer__free(handle)
+
+
+class PerfBufferReader(_Reader):
+    """A BPF_MAP_TYPE_PERF_EVENT_ARRAY map through libbpf's perf_buffer, one
+    ring per CPU; ``lost`` counts the samples the kernel dropped."""
+
+    kind = "perf buffer"
+
+    def __init__(self, map_fd: int, on_sample: OnSample, pages: int = PERF_BUFFER_PAGES):
+        super().__init__(map_fd, on_sample)
+        self._cb = libbpf.PERF_SAMPLE_FN(self._sample)
+        self._lost_cb = libbpf.PERF_LOST_FN(self._lost)
+        try:
+            self._handle = self._lib.perf_buffer__new(map_fd, pages, self._cb, self._lost_cb,
+                                                      None, None)
+        except libbpf.LibbpfError as exc:
+            raise KernelError(f"cannot read perf buffer (map fd {map_fd}): "
+                              f"{os.strerror(exc.errno)}", exc.errno) from None
+
+    def _sample(self, ctx, cpu, data, size) -> None:
+        self._pending.append(ctypes.string_at(data, size))
+
+    def _lost(self, ctx, cpu, count) -> None:
+        self.lost += count
+
+    def _poll_raw(self, timeout_ms: int) -> int:
+        return self._lib.perf_buffer__poll(self._handle, timeout_ms)
+
+    def _free(self, handle: int) -> None:
+        self._lib.perf_buffer__free(handle)
+
+
+Reader = Union[RingBufferReader, PerfBufferReader]
+READERS = {BPF_MAP_TYPE_RINGBUF: RingBufferReader,
+           BPF_MAP_TYPE_PERF_EVENT_ARRAY: PerfBufferReader}
+
+
+def open_reader(map_fd: int, map_type: int, on_sample: OnSample) -> Reader:
+    """The reader for a map of ``map_type``; KernelError(EINVAL) for a map
+    that is neither a ring buffer nor a perf event array."""
+    cls = READERS.get(map_type)
+    if cls is None:
+        raise KernelError(f"map fd {map_fd} (type {map_type}) is not a ring buffer or "
+                          "a perf event array", errno_mod.EINVAL)
+    return cls(map_fd, on_sample)

@@ -342,6 +342,9 @@ def _run_without_package(argv: list[str]) -> int:
 
 def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
     """Load any eunomia log2_hist package and render it as ecli does."""
+    from . import wasm
+    if argv and wasm.looks_like_wasm(argv[0]):
+        return wasm.run_file(argv[0], argv[1:], err=err)
     if not argv or argv[0].startswith("-"):
         return _run_without_package(argv)
     package = load(argv[0])

@@ -195,7 +195,8 @@ def choose(packages: dict[str, Package], values: dict[str, object], wanted: str,
     tried: list[Attempt] = []
     for variant in candidates:
         if variant not in packages:
-            tried.append(Attempt(variant, "no package for this architecture"))
+            given = ", ".join(sorted(packages)) or "none"
+            tried.append(Attempt(variant, f"no package of this variant to load ({given} only)"))
             continue
         reason = features.check(variant)
         if reason is not None:

@@ -77,7 +77,8 @@ def test_settings_from_options():
     assert values == {
         "targ_sport": 8080,
         "targ_daddr": int(ipaddress.IPv4Address("192.168.1.100")),
-        "targ_saddr_v6": ipaddress.IPv6Address("fe80::1").packed,
+        "targ_saddr_v6_hi": 0xFE80_0000_0000_0000,  # fe80::1, first 8 bytes
+        "targ_saddr_v6_lo": 1,                      # and last 8
         "targ_raddr_hist": True,
         "targ_ms": True,
     }

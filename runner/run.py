@@ -33,6 +33,7 @@ VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
 COMMANDS = """commands:
   tcprtt [flags]                   trace TCP RTT (the flags above)
   tcprtt run PACKAGE.json [...]    run any eunomia package of log2_hist maps
+  tcprtt run MODULE.wasm [...]     run a wasm-bpf module
   tcprtt push REFERENCE            publish the built packages to an OCI registry
   tcprtt pull REFERENCE            fetch tcprtt from an OCI registry into the cache
   tcprtt doctor [--json]           what this machine offers tcprtt
@@ -335,7 +336,8 @@ def _run_without_package(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         parser = _run_parser("tcprtt run PACKAGE.json")
         parser.usage = "tcprtt run PACKAGE.json [-h] [-i INTERVAL] [-d DURATION] [--json] " \
-                       "[--SETTING VALUE ...]"
+                       "[--SETTING VALUE ...]\n       tcprtt run MODULE.wasm [ARGS ...]"
+        parser.epilog = "A .wasm file (a wasm-bpf module) runs with ARGS as its own arguments."
         parser.parse_args(["--help"])
     raise UsageError("run: give the package.json to run first (tcprtt run --help)")
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from runner import features, package
-from runner.addresses import key_address
+from runner.addresses import ipv6_halves, key_address
 from runner.build import host_arch
 from runner.histogram import Hist, bucket_bounds, percentile
 from runner.tracer import LibbpfTracer
@@ -144,14 +144,21 @@ def test_average_and_percentiles_fall_in_the_lab_bucket(root, lab, family):
             assert low <= percentile(h.slots, q) <= high, (peer.index, q, h.slots)
 
 
+def address_filter(name: str, addr) -> dict[str, int]:
+    """The probe's settings for an address filter: the IPv4 setting, or the
+    IPv6 one's two halves."""
+    if addr.version == 4:
+        return {name: int(addr)}
+    hi, lo = ipv6_halves(addr)
+    return {f"{name}_v6_hi": hi, f"{name}_v6_lo": lo}
+
+
 @pytest.mark.parametrize("family", [4, 6])
 def test_remote_address_filter_keeps_only_its_peer(root, lab, family):
     target = lab.peers[1]
     import ipaddress
     addr = ipaddress.ip_address(target.addr(family))
-    values = {"targ_raddr_hist": True}
-    values["targ_daddr" if family == 4 else "targ_daddr_v6"] = \
-        int(addr) if family == 4 else addr.packed
+    values = {"targ_raddr_hist": True, **address_filter("targ_daddr", addr)}
     with LibbpfTracer(pkg(), values, "raw_tp") as tracer:
         drive_each(lab, [(p, family, 6100 + 10 * family + p.index) for p in lab.peers])
         hists = [h for h in tracer.snapshot() if h.total]
@@ -187,8 +194,7 @@ def test_local_address_keys_and_filter(root, lab, family):
         for addr in (peer.client_addr(family), peer.addr(family)):
             assert mass_in(keyed[addr], slot_of(peer.rtt_us)) >= MASS, addr
     mine = ipaddress.ip_address(lab.peers[1].client_addr(family))
-    values = {"targ_saddr" if family == 4 else "targ_saddr_v6":
-              int(mine) if family == 4 else mine.packed}
+    values = address_filter("targ_saddr", mine)
     with LibbpfTracer(pkg(), values, "raw_tp") as tracer:
         drive_each(lab, [(p, family, 6400 + 10 * family + p.index) for p in lab.peers[:2]])
         (only,) = [h for h in tracer.snapshot() if h.total]

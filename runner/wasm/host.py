@@ -70,7 +70,7 @@ class Host:
                  should_stop: Callable[[], bool] = lambda: False):
         self.source = source
         self._name = _object_name(source)
-        self._err = err or sys.stderr
+        self._err = err
         self._verbose = verbose
         self._should_stop = should_stop
         self._objects: dict[int, GuestObject] = {}
@@ -82,6 +82,7 @@ class Host:
         self._polling = False
         self._delivery: Callable[[bytes], None] | None = None
         self._cpus: int | None = None
+        self.last_failure: str | None = None
 
     # -- plumbing -------------------------------------------------------
 
@@ -103,7 +104,15 @@ class Host:
         return self._memory
 
     def _say(self, message: str) -> None:
-        print(f"tcprtt: {message}", file=self._err, flush=True)
+        print(f"tcprtt: {message}", file=self._err or sys.stderr, flush=True)
+
+    def _failed(self, message: str) -> None:
+        """A load or attach the module was refused: said at once when
+        verbose, else kept for ``last_failure`` (a module may well try one
+        attach variant after another, and only the last refusal matters)."""
+        self.last_failure = message
+        if self._verbose:
+            self._say(message)
 
     def _notes(self) -> None:
         notes = libbpf.recent_messages()
@@ -120,17 +129,18 @@ class Host:
     def load_bpf_object(self, caller: Any, obj_ptr: int, size: int) -> int:
         ptr, size = u32(obj_ptr), u32(size)
         if not 0 < size <= MAX_OBJECT_SIZE:
-            self._say(f"wasm_load_bpf_object: {size} bytes is not a BPF object size")
+            self._failed(f"wasm_load_bpf_object: {size} bytes is not a BPF object size")
             return 0
         try:
             data = self.memory(caller).read(caller, ptr, size)
         except OutOfBounds as exc:
-            self._say(f"wasm_load_bpf_object: the object lies outside the module's memory ({exc})")
+            self._failed("wasm_load_bpf_object: the object lies outside the module's memory "
+                         f"({exc})")
             return 0
         try:
             obj = GuestObject(data, self._name, f"{self.source} (BPF object)")
         except KernelError as exc:
-            self._say(str(exc))
+            self._failed(str(exc))
             return 0
         self._notes()
         handle = self._next_handle
@@ -151,7 +161,7 @@ class Host:
         try:
             obj.attach_program(name, target)
         except KernelError as exc:
-            self._say(str(exc))
+            self._failed(str(exc))
             return -(exc.errno or errno_mod.EINVAL)
         self._notes()
         return 0

@@ -160,6 +160,8 @@ def run(data: bytes, argv: list[str], source: str, *, err: TextIO | None = None,
             start(store)
             return 0
         except wasmtime.ExitTrap as exc:
+            if exc.code and host.last_failure and not verbose and not stopper.stopped():
+                print(f"tcprtt: {host.last_failure}", file=err, flush=True)
             return exc.code
         except Interrupted:
             return 0

@@ -4,8 +4,9 @@
 # (a symbolic link to .venv/bin/tcprtt; `sudo rm /usr/local/bin/tcprtt`
 # removes it).
 # Usage: scripts/setup.sh [--test] [--no-link]
-#   --test     add what the tests and benchmarks use (compiler, bpftool, iperf3,
-#              docker-registry, prometheus, bpftrace, the workflow linter)
+#   --test     add what the tests and benchmarks use (compiler, the wasm32-wasi
+#              toolchain, bpftool, iperf3, docker-registry, skopeo, prometheus,
+#              bpftrace, the workflow linter)
 #   --no-link  leave /usr/local/bin alone
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ for arg in "$@"; do
     case "$arg" in
         --test) TEST="yes" ;;
         --no-link) LINK="" ;;
-        -h|--help) sed -n '2,10s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "setup: unknown argument $arg (scripts/setup.sh [--test] [--no-link])" >&2; exit 2 ;;
     esac
 done
@@ -38,7 +39,9 @@ ACTIONLINT_DIR=.venv/actionlint
 
 PACKAGES="libbpf1 python3 python3-venv python3-pip iproute2 util-linux"
 if [ -n "$TEST" ]; then
-    PACKAGES="$PACKAGES clang llvm libbpf-dev bpftool make iperf3 $SERVICES bpftrace"
+    PACKAGES="$PACKAGES clang llvm libbpf-dev bpftool make iperf3 $SERVICES bpftrace skopeo"
+    # tcprtt.wasm: clang for wasm32-wasi, its C library, linker and runtime.
+    PACKAGES="$PACKAGES clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
     command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
 fi
 

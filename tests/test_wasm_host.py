@@ -486,11 +486,18 @@ def test_an_unknown_import_is_one_line(tmp_path):
     assert len(result.stderr.splitlines()) == 1 and "wasm_no_such_call" in result.stderr
 
 
-@pytest.mark.parametrize("mode", ["p", "w", "b"])
+def test_a_wasi_sleep_sleeps(program):
+    started = time.monotonic()
+    result = run(str(program), "z")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.parametrize("mode", ["p", "w", "b", "s"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_module_and_unloads(program, mode, sig):
-    """Polling with a limit, polling without one, and spinning in wasm code:
-    each stops within a second, exits 0 and leaves nothing loaded."""
+    """Polling with a limit, polling without one, spinning in wasm code and
+    sleeping in WASI: each stops at once, exits 0 and leaves nothing loaded."""
     _need_root()
     before = prog_ids(PROG)
     proc = subprocess.Popen(runner_cmd("run", str(program), mode), stdout=subprocess.PIPE,
@@ -591,3 +598,28 @@ def test_tcprtt_wasm_end_to_end():
     assert "Remote Address = 127.0.0.1" in result.stdout, result.stdout
     assert "usecs" in result.stdout and "distribution" in result.stdout
     assert not gone("prog", (prog_ids("rtt_raw_tp") | prog_ids("rtt_tp")) - before)
+
+
+def test_tcprtt_wasm_stops_on_sigterm_and_unloads():
+    _need_root()
+    if not TCPRTT_WASM.exists():
+        pytest.skip("runner/packages/tcprtt.wasm is not built (make)")
+    names = ("rtt_fentry", "rtt_kprobe", "rtt_raw_tp", "rtt_tp")
+    before = set().union(*(prog_ids(n) for n in names))
+    proc = subprocess.Popen(runner_cmd("run", str(TCPRTT_WASM), "-i", "30"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=runner_env(),
+                            text=True)
+    try:
+        assert "Tracing TCP RTT" in proc.stderr.readline()
+        ids = set().union(*(prog_ids(n) for n in names)) - before
+        assert ids, "no tcprtt program loaded"
+        sent = time.monotonic()
+        proc.terminate()
+        proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 2, "slow to stop"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert not gone("prog", ids)

@@ -1,8 +1,9 @@
 """Run a wasm-bpf module under wasmtime: WASI for its I/O, ``Host`` for BPF.
 
 The module's exit code is the result. SIGINT, SIGTERM and SIGHUP stop it:
-wasmtime's epoch interruption ends running wasm code, and a wait inside
-``wasm_bpf_buffer_poll`` ends within a poll slice. Whatever the module
+wasmtime's epoch interruption ends running wasm code, a wait inside
+``wasm_bpf_buffer_poll`` ends within a poll slice, and a WASI sleep ends at
+once (``wasi.define_sleep``). Whatever the module
 loaded is closed on every way out.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 from ..errors import PackageError, TcprttError
 from . import WASM_MAGIC
 from .host import Host, Interrupted
+from .wasi import define_sleep
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Exit status for a signal that came before the module started (as for Ctrl-C).
@@ -51,6 +53,7 @@ class Stopper:
         self.signal: int | None = None
         self.engine: Any = None
         self._lock = threading.Lock()
+        self._event = threading.Event()
 
     def stopped(self) -> bool:
         return self.signal is not None
@@ -59,8 +62,13 @@ class Stopper:
         with self._lock:
             if self.signal is None:
                 self.signal = signum
+            self._event.set()
             if self.engine is not None:
                 self.engine.increment_epoch()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (at once) when a stop was asked for."""
+        return self._event.wait(seconds)
 
     def set_engine(self, engine: Any) -> None:
         with self._lock:
@@ -141,6 +149,7 @@ def run(data: bytes, argv: list[str], source: str, *, err: TextIO | None = None,
         store.set_wasi(wasi)
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
+        define_sleep(linker, store, stopper.wait)
         host = Host(source, err=err, verbose=verbose, should_stop=stopper.stopped)
         host.define(linker)
         started = False

@@ -6,6 +6,8 @@
 ;;   w  print "ready", then poll the ring buffer with no time limit, for ever
 ;;   b  print "ready", then spin without calling the host
 ;;   t  print "ready", then trap
+;;   s  print "ready", then sleep 60 s (WASI poll_oneoff on a clock), exit 8
+;;   z  sleep 0.3 s: exit 0 when the clock event came back as it should, else 6
 ;;   x  exit with status 7          r  return from _start
 ;;   f  load a bogus object instead: exit 3 when the host refuses it
 ;; Exit 2: the object did not load; 5: attaching failed; 9: bad arguments.
@@ -14,6 +16,8 @@
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes (param i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
   (import "wasm_bpf" "wasm_load_bpf_object" (func $load (param i32 i32) (result i64)))
   (import "wasm_bpf" "wasm_attach_bpf_program" (func $attach (param i64 i32 i32) (result i32)))
   (import "wasm_bpf" "wasm_bpf_buffer_poll"
@@ -35,6 +39,17 @@
 
   (func $on_sample (param i32 i32 i32) (result i32) (i32.const 0))
 
+  ;; Sleep on the monotonic clock: one subscription at 1536 (userdata 42),
+  ;; its event at 1600, the event count at 1640; returns poll_oneoff's errno.
+  (func $sleep (param $ns i64) (result i32)
+    (i64.store (i32.const 1536) (i64.const 42))
+    (i32.store8 (i32.const 1544) (i32.const 0))
+    (i32.store (i32.const 1552) (i32.const 1))
+    (i64.store (i32.const 1560) (local.get $ns))
+    (i64.store (i32.const 1568) (i64.const 0))
+    (i32.store16 (i32.const 1576) (i32.const 0))
+    (call $poll_oneoff (i32.const 1536) (i32.const 1600) (i32.const 1) (i32.const 1640)))
+
   (func $mode (result i32)
     (drop (call $args_sizes (i32.const 112) (i32.const 116)))
     (if (i32.lt_u (i32.load (i32.const 112)) (i32.const 2)) (then (return (i32.const 0))))
@@ -45,6 +60,13 @@
 
   (func (export "_start") (local $h i64) (local $m i32) (local $map i32)
     (local.set $m (call $mode))
+    (if (i32.eq (local.get $m) (i32.const 122))  ;; z
+      (then
+        (if (call $sleep (i64.const 300000000)) (then (call $exit (i32.const 6))))
+        (if (i32.ne (i32.load (i32.const 1640)) (i32.const 1)) (then (call $exit (i32.const 6))))
+        (if (i64.ne (i64.load (i32.const 1600)) (i64.const 42)) (then (call $exit (i32.const 6))))
+        (if (i32.load16_u (i32.const 1608)) (then (call $exit (i32.const 6))))
+        (call $exit (i32.const 0))))
     (if (i32.eq (local.get $m) (i32.const 102))  ;; f
       (then
         (if (i64.eqz (call $load (i32.const 16) (i32.const 12))) (then (call $exit (i32.const 3))))
@@ -58,6 +80,10 @@
     (if (i32.eq (local.get $m) (i32.const 114)) (then (return)))  ;; r
     (drop (call $fd_write (i32.const 1) (i32.const 96) (i32.const 1) (i32.const 104)))
     (if (i32.eq (local.get $m) (i32.const 116)) (then (unreachable)))  ;; t
+    (if (i32.eq (local.get $m) (i32.const 115))  ;; s
+      (then
+        (drop (call $sleep (i64.const 60000000000)))
+        (call $exit (i32.const 8))))
     (if (i32.eq (local.get $m) (i32.const 98)) (then (loop $spin (br $spin))))  ;; b
     (if (i32.eq (local.get $m) (i32.const 119))  ;; w
       (then

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from runner.errors import RegistryError, UsageError
 from runner.options import RegistryOptions
 from runner.package import shipped
 
-from .conftest import REPO, runner_cmd, runner_env
+from .conftest import REPO, runner_cmd, runner_env, shared_file
 from .registry_server import registry as registry_server
 from .traffic import tcp_pair
 
@@ -244,6 +245,68 @@ def test_a_module_only_reference_runs_under_the_wasm_host(server, tmp_path, monk
     assert raised.value.run(["-B", "-d", "1"]) == 0
     out = capfd.readouterr().out
     assert out.split("\0")[1:] == ["-B", "-d", "1", ""]
+
+
+# --image's module path as the command will take it: image_packages finds the
+# reference holds only the module, and the module runs with tcprtt's flags.
+RUN_IMAGE_MODULE = """
+import sys
+from runner import registry, run
+from runner.options import RegistryOptions
+try:
+    run.image_packages(sys.argv[1], RegistryOptions(), sys.stderr)
+except registry.ModuleOnly as only:
+    sys.exit(only.run(sys.argv[2:]))
+sys.exit("the reference held packages, not only the module")
+"""
+
+
+def trace_loopback(cmd: list[str], env: dict) -> list[dict]:
+    """Run a tracer that prints JSON lines, drive 200 exchanges on loopback
+    once it says it is tracing, and return its records."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for _ in range(50):  # the banner comes before any output, after any notices
+            line = proc.stderr.readline()
+            seen.append(line)
+            if not line or "Tracing TCP RTT" in line:
+                break
+        assert "Tracing TCP RTT" in seen[-1], "".join(seen)
+        with tcp_pair() as pair:
+            pair.exchange(200)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    return [json.loads(x) for x in out.splitlines()]
+
+
+def test_the_released_module_traces_from_the_registry(root, server, tmp_path):
+    """The real tcprtt.wasm, pushed and pulled back by reference, traces
+    loopback traffic under eunomia's C++ wasm-bpf runtime and the runner's host."""
+    shipped_module = SHIPPED / "tcprtt.wasm"
+    assert shipped_module.is_file(), "make ship has not built runner/packages/tcprtt.wasm"
+    wasm_bpf = shared_file("tools/eunomia/wasm-bpf")
+    module = shipped_module.read_bytes()
+    push_release(server.address, tag="e2e", module=module)
+    env = env_with_cache(tmp_path / "cache")
+    image = f"{server.address}/tools/tcprtt:e2e"
+    pulled = subprocess.run(runner_cmd("pull", image), cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert pulled.returncode == 0, pulled.stderr
+    cached = Path(next(line.split(": ", 1)[1] for line in pulled.stdout.splitlines()
+                       if line.strip().startswith("wasm:")))
+    assert cached.read_bytes() == module
+    flags = ["-B", "--json", "-d", "3"]
+    for cmd in ([str(wasm_bpf), str(cached), *flags],
+                [sys.executable, "-c", RUN_IMAGE_MODULE, f"{image}-wasm", *flags]):
+        records = trace_loopback(cmd, env)
+        assert any(r["address"] == "127.0.0.1" and r["count"] >= 200 for r in records), \
+            (cmd[0], records)
 
 
 def test_pull_command_lists_the_module(server, tmp_path):

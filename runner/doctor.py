@@ -31,6 +31,7 @@ def report() -> dict:
         variants[variant] = "supported" if reason is None else f"not supported: {reason}"
     caps = capabilities.effective()
     tracefs = features.tracefs()
+    denied = None if tracefs else features.tracefs_denied()
     from .build import host_arch
     return {
         "kernel": platform.release(),
@@ -39,6 +40,7 @@ def report() -> dict:
                 "size": btf.stat().st_size if btf.exists() else None},
         "libbpf": lib or f"missing: {lib_error}",
         "tracefs": str(tracefs) if tracefs else None,
+        "tracefs_unreadable": str(denied) if denied else None,
         "variants": variants,
         "capabilities": {name: bool(caps & (1 << bit)) for name, bit in CAPS},
         "can_trace": not capabilities.missing(caps),
@@ -64,7 +66,7 @@ def text(facts: dict) -> str:
         f"BTF:           {facts['btf']['path']} "
         + (f"({facts['btf']['size']} bytes)" if facts["btf"]["present"] else "MISSING"),
         f"libbpf:        {facts['libbpf']}",
-        f"tracefs:       {facts['tracefs'] or 'not mounted'}",
+        f"tracefs:       {_tracefs_line(facts)}",
         f"capabilities:  {', '.join(held) if held else 'none'}"
         + ("" if facts["can_trace"] else " (tracing needs CAP_BPF and CAP_PERFMON, or root)"),
         f"ecli:          {facts['ecli'] or 'not found'}",
@@ -72,4 +74,26 @@ def text(facts: dict) -> str:
         "attach variants (in the order --attach auto tries them):",
     ]
     lines += [f"  {v:<11} {status}" for v, status in facts["variants"].items()]
+    if facts["euid"] != 0:
+        lines.append(f"user:          uid {facts['euid']}, not root:")
+        lines += NON_ROOT
     return "\n".join(lines) + "\n"
+
+
+# What a user other than root needs, for doctor (the README says the same).
+NON_ROOT = (
+    "  tracing needs CAP_BPF and CAP_PERFMON, e.g. through setpriv --inh-caps=+bpf,+perfmon",
+    "  --ambient-caps=+bpf,+perfmon, or a file capability; with them the fentry and raw_tp",
+    "  variants run. The tracepoint variant also reads tracefs, root's alone (mode 0700)",
+    "  unless mounted otherwise. With both capabilities held, the sysctls",
+    "  kernel.unprivileged_bpf_disabled and kernel.perf_event_paranoid do not matter.",
+)
+
+
+def _tracefs_line(facts: dict) -> str:
+    if facts["tracefs"]:
+        return facts["tracefs"]
+    if facts.get("tracefs_unreadable"):
+        return (f"{facts['tracefs_unreadable']} (not readable by this user: only the "
+                "tracepoint variant needs it)")
+    return "not mounted"

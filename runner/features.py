@@ -7,6 +7,7 @@ loaded and attached; the runner reports that answer too.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ TRACEFS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe/type")
 FUNCTION = "tcp_rcv_established"
 TRACEPOINT = ("tcp", "tcp_probe")
+RAW_TRACEPOINT_TYPE = f"btf_trace_{TRACEPOINT[1]}"
 
 # Cheapest first; docs/attach.md says why.
 ORDER = ("fentry", "raw_tp", "tracepoint", "kprobe")
@@ -32,11 +34,49 @@ def btf_has_function(name: str, btf: Path = VMLINUX_BTF) -> bool:
     return b"\0" + name.encode() + b"\0" in data
 
 
-def tracefs() -> Path | None:
+def _find_tracefs() -> tuple[Path | None, Path | None]:
+    """(where tracefs is, None), or (None, the first place this user may not
+    look into): tracefs is root's alone by default (mode 0700), so a user
+    with CAP_BPF and CAP_PERFMON but not root finds it closed."""
+    denied = None
     for path in TRACEFS:
-        if (path / "events").is_dir():
-            return path
-    return None
+        try:
+            if (path / "events").is_dir():
+                return path, None
+        except PermissionError:
+            denied = denied or path
+        except OSError:
+            continue
+    return None, denied
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def tracefs() -> Path | None:
+    """Where tracefs is mounted, if this user can read it."""
+    return _find_tracefs()[0]
+
+
+def tracefs_denied() -> Path | None:
+    """The tracefs this user may not read, when no readable one exists."""
+    return _find_tracefs()[1]
+
+
+def _denied_reason(path: Path) -> str:
+    return (f"tracefs at {path} is not readable by this user (uid {os.geteuid()}); "
+            "the tracepoint variant needs root")
 
 
 def mount_tracefs() -> Path | None:
@@ -51,9 +91,11 @@ def ensure_tracefs() -> Path:
     """Where tracefs is, mounting it at /sys/kernel/tracing if it is nowhere:
     a tracepoint's perf event id is read there. Through mount(2), as a
     machine may have no mount binary; one line says why if it fails."""
-    found = tracefs()
+    found, denied = _find_tracefs()
     if found is not None:
         return found
+    if denied is not None:
+        raise KernelError(_denied_reason(denied), errno.EACCES)
     path = TRACEFS[0]
     try:
         libbpf.mount("tracefs", str(path), "tracefs")
@@ -81,18 +123,29 @@ def check(variant: str, mount: bool = True) -> str | None:
         return None
     if variant == "kprobe":
         root = tracefs()
-        if KPROBE_PMU.exists() or (root is not None and (root / "kprobe_events").exists()):
+        if _exists(KPROBE_PMU) or (root is not None and _exists(root / "kprobe_events")):
             return None
         return "the kernel has neither the kprobe PMU nor kprobe_events"
-    if variant in ("tracepoint", "raw_tp"):
+    if variant == "raw_tp":
+        # A raw tracepoint needs no tracefs: the kernel's BTF names each one
+        # as the type btf_trace_<name> (Linux 5.5 and newer).
+        if btf_has_function(RAW_TRACEPOINT_TYPE):
+            return None
         root = tracefs()
-        if root is None and variant == "tracepoint":
+        if root is not None and _is_dir(root / "events" / TRACEPOINT[0] / TRACEPOINT[1]):
+            return None
+        return f"the kernel has no {TRACEPOINT[0]}:{TRACEPOINT[1]} tracepoint"
+    if variant == "tracepoint":
+        root, denied = _find_tracefs()
+        if denied is not None:
+            return _denied_reason(denied)
+        if root is None:
             if not mount:
                 return "tracefs is not mounted (tcprtt mounts it when it runs this variant)"
             root = mount_tracefs()
             if root is None:
                 return "tracefs is not mounted and could not be mounted"
-        if root is not None and not (root / "events" / TRACEPOINT[0] / TRACEPOINT[1]).is_dir():
+        if not _is_dir(root / "events" / TRACEPOINT[0] / TRACEPOINT[1]):
             return f"the kernel has no {TRACEPOINT[0]}:{TRACEPOINT[1]} tracepoint"
         return None
     return f"unknown attach variant {variant!r}"

@@ -220,6 +220,7 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         raise UsageError("--prometheus needs the libbpf backend")
     if opts.backend == "ecli":
         from .loader.ecli import EcliTracer
+        require_capabilities()  # ecli loads the same programs, with the same needs
         tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts, err))
     else:
         require_capabilities()

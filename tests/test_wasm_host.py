@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import struct
@@ -56,6 +55,24 @@ def _bpftool(kind: str) -> list[dict]:
 
 def prog_ids(name: str) -> set[int]:
     return {p["id"] for p in _bpftool("prog") if p.get("name") == name}
+
+
+def held_by(pid: int) -> dict[str, set[int]]:
+    """Ids of the BPF programs, maps and links whose fds process ``pid`` holds,
+    from /proc/PID/fdinfo: what that process, and no other, has loaded."""
+    held: dict[str, set[int]] = {"prog": set(), "map": set(), "link": set()}
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    for entry in fdinfo.iterdir():
+        try:
+            text = entry.read_text()
+        except OSError:  # closed meanwhile
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        for kind in ("link", "prog", "map"):
+            if f"{kind}_id" in fields:
+                held[kind].add(int(fields[f"{kind}_id"]))
+                break
+    return held
 
 
 def gone(kind: str, ids: set[int], wait: float = 3.0) -> set[int]:
@@ -165,19 +182,18 @@ def shim():
 def loaded(shim, bpf_object):
     """The shim with the test object loaded and wh_sys_enter attached, and
     the object's programs and maps unloaded afterwards."""
-    before_progs = prog_ids(PROG)
-    before_maps = {m["id"] for m in _bpftool("map")}
+    before = held_by(os.getpid())
     handle = shim.load_object(bpf_object)
     assert handle > 0
     assert shim.attach(handle, shim.cstr(PROG), shim.cstr("")) == 0
-    progs = prog_ids(PROG) - before_progs
-    maps = {m["id"] for m in _bpftool("map")} - before_maps
-    assert len(progs) == 1
+    held = {kind: ids - before[kind] for kind, ids in held_by(os.getpid()).items()}
+    assert len(held["prog"]) == 2 and len(held["link"]) == 1  # wh_sys_enter, wh_sockops
     shim.handle = handle
     yield shim
     shim.host.close()
-    assert not gone("prog", progs), "the program is still loaded"
-    assert not gone("map", maps), "maps are still loaded"
+    assert held_by(os.getpid()) == before, "fds left open"
+    for kind in ("link", "prog", "map"):
+        assert not gone(kind, held[kind]), f"{kind}s left loaded"
 
 
 def watch_me(shim: Shim) -> None:
@@ -434,6 +450,16 @@ def test_buffer_readers_directly(bpf_object):
 # -- runner run MODULE.wasm -------------------------------------------------------
 
 
+def end(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs, and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(runner_cmd("run", *args), capture_output=True, text=True,
                           env=runner_env(), timeout=timeout)
@@ -499,24 +525,22 @@ def test_a_signal_stops_the_module_and_unloads(program, mode, sig):
     """Polling with a limit, polling without one, spinning in wasm code and
     sleeping in WASI: each stops at once, exits 0 and leaves nothing loaded."""
     _need_root()
-    before = prog_ids(PROG)
     proc = subprocess.Popen(runner_cmd("run", str(program), mode), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=runner_env(), text=True)
     try:
         assert proc.stdout.readline() == "ready\n"
-        ids = prog_ids(PROG) - before
-        assert len(ids) == 1
+        held = held_by(proc.pid)
+        assert len(held["prog"]) == 2 and len(held["link"]) == 1  # wh_sockops is not attached
         sent = time.monotonic()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=10)
         assert time.monotonic() - sent < 2, "slow to stop"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
     assert proc.returncode == 0, err
     assert err == ""
-    assert not gone("prog", ids)
+    for kind in ("link", "prog", "map"):
+        assert not gone(kind, held[kind]), f"{kind}s left loaded"
 
 
 def test_a_signal_before_the_module_starts_exits_130(tmp_path):
@@ -583,43 +607,45 @@ def test_tcprtt_wasm_end_to_end():
     _need_root()
     if not TCPRTT_WASM.exists():
         pytest.skip("runner/packages/tcprtt.wasm is not built (make)")
-    if shutil.which("bpftool") is None:
-        pytest.fail("bpftool is missing")
     stop = threading.Event()
     traffic = threading.Thread(target=_loopback_traffic, args=(stop,))
     traffic.start()
-    before = prog_ids("rtt_raw_tp") | prog_ids("rtt_tp")
+    proc = subprocess.Popen(runner_cmd("run", str(TCPRTT_WASM), "-d", "2", "-B"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=runner_env(),
+                            text=True)
     try:
-        result = run(str(TCPRTT_WASM), "-d", "2", "-B", timeout=60)
+        assert "Tracing TCP RTT" in proc.stderr.readline()
+        held = held_by(proc.pid)
+        out, err = proc.communicate(timeout=60)
     finally:
         stop.set()
         traffic.join()
-    assert result.returncode == 0, result.stderr
-    assert "Remote Address = 127.0.0.1" in result.stdout, result.stdout
-    assert "usecs" in result.stdout and "distribution" in result.stdout
-    assert not gone("prog", (prog_ids("rtt_raw_tp") | prog_ids("rtt_tp")) - before)
+        end(proc)
+    assert proc.returncode == 0, err
+    assert "Remote Address = 127.0.0.1" in out, out
+    assert "usecs" in out and "distribution" in out
+    assert held["prog"] and held["link"], "nothing was attached"
+    for kind in ("link", "prog", "map"):
+        assert not gone(kind, held[kind]), f"{kind}s left loaded"
 
 
 def test_tcprtt_wasm_stops_on_sigterm_and_unloads():
     _need_root()
     if not TCPRTT_WASM.exists():
         pytest.skip("runner/packages/tcprtt.wasm is not built (make)")
-    names = ("rtt_fentry", "rtt_kprobe", "rtt_raw_tp", "rtt_tp")
-    before = set().union(*(prog_ids(n) for n in names))
     proc = subprocess.Popen(runner_cmd("run", str(TCPRTT_WASM), "-i", "30"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=runner_env(),
                             text=True)
     try:
         assert "Tracing TCP RTT" in proc.stderr.readline()
-        ids = set().union(*(prog_ids(n) for n in names)) - before
-        assert ids, "no tcprtt program loaded"
+        held = held_by(proc.pid)
+        assert held["prog"], "no tcprtt program loaded"
         sent = time.monotonic()
         proc.terminate()
         proc.communicate(timeout=10)
         assert time.monotonic() - sent < 2, "slow to stop"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        end(proc)
     assert proc.returncode == 0
-    assert not gone("prog", ids)
+    for kind in ("link", "prog", "map"):
+        assert not gone(kind, held[kind]), f"{kind}s left loaded"

@@ -80,17 +80,36 @@ class Collector:
         self.label = label
         self.lock = threading.Lock()
 
-    def collect(self):
+    @staticmethod
+    def address_of(key: object) -> str:
+        return key_address(key) or ""
+
+    def read(self) -> tuple[list, list]:
+        """One snapshot: the histograms, and the probe's other families."""
         with self.lock:
             hists = self.tracer.snapshot()
             dropped = self.tracer.dropped()
         hist_map = self.tracer.package.hists[0]
-        yield render.rtt_histogram(hists, self.label,
-                                   lambda key: key_address(key) or "")
         capacity = self.tracer.probe.max_entries(hist_map.name)
         attach = self.tracer.package.progs[0]["attach"]
-        yield from render.probe_metrics(self.tracer.variant, attach, dropped, len(hists),
-                                        capacity)
+        return hists, render.probe_metrics(self.tracer.variant, attach, dropped, len(hists),
+                                           capacity)
+
+    def collect(self):
+        hists, others = self.read()
+        yield render.rtt_histogram(hists, self.label, self.address_of)
+        yield from others
+
+    def encode(self, snapshot: tuple[list, list], encoder, names: tuple | None) -> bytes:
+        """What ``encoder`` writes for ``snapshot``; only the series ``names``
+        when given, as prometheus_client's ``name[]`` parameter asks."""
+        hists, others = snapshot
+        if names is None:
+            return render.exposition(hists, self.label, self.address_of, others, encoder)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families([render.rtt_histogram(hists, self.label, self.address_of),
+                                     *others]))
+        return encoder(registry.restricted_registry(names))
 
 
 class _Families:
@@ -139,10 +158,10 @@ class _Generation:
         """The response if it is ready; None when ``conn`` now waits for it;
         False when this generation takes no more scrapers."""
         with self.lock:
-            if unit in self.results:
-                return self.results[unit]
             if self.closed:
                 return False
+            if unit in self.results:  # made while another encoding is being made
+                return self.results[unit]
             if unit not in self.waiters:
                 self.waiters[unit] = []
                 self.wanted.append(unit)
@@ -411,18 +430,16 @@ class Exporter:
         unit = (content_type, names, gzip_accepted(headers.get("accept-encoding")))
         conn.state = _Conn.WAITING
         self._watch(conn, 0)
-        while True:
-            generation = self._generation
-            joined = generation.join(unit, encoder, conn) if generation else False
-            if joined is False:
-                self._generation = _Generation()
-                self.generations += 1
-                threading.Thread(target=self._render, args=(self._generation,),
-                                 name="tcprtt-render", daemon=True).start()
-                continue
-            if joined is not None:
-                self._respond(conn, joined)
-            return
+        generation = self._generation
+        joined = generation.join(unit, encoder, conn) if generation else False
+        if joined is False:  # the first scrape of a new generation
+            generation = self._generation = _Generation()
+            self.generations += 1
+            generation.join(unit, encoder, conn)
+            threading.Thread(target=self._render, args=(generation,),
+                             name="tcprtt-render", daemon=True).start()
+        elif joined is not None:
+            self._respond(conn, joined)
 
     def _respond(self, conn: _Conn, response: _Response) -> None:
         conn.state = _Conn.WRITING
@@ -485,9 +502,9 @@ class Exporter:
     def _render(self, generation: _Generation) -> None:
         """The render thread of one generation: one snapshot, each wanted
         encoding once, each posted to the event loop as soon as it is made."""
-        families = error = None
+        snapshot = error = None
         try:
-            families = list(self.collector.collect())
+            snapshot = self.collector.read()
         except Exception as exc:  # the tracer failed: every scraper is told
             error = exc
         plain: dict[tuple, bytes] = {}
@@ -498,26 +515,28 @@ class Exporter:
                     generation.closed = True
                     break
             for unit in todo:
-                response = self._encode(unit, generation.encoders[unit], families, error,
+                response = self._encode(unit, generation.encoders[unit], snapshot, error,
                                         plain)
                 with generation.lock:
                     generation.results[unit] = response
+                    # Closed with its last result: a scrape arriving after
+                    # that reads a new snapshot.
+                    generation.closed = all(u in generation.results
+                                            for u in generation.wanted)
                 self._done.append((generation, unit))
                 self._wake()
-        families = plain = None
+        snapshot = plain = None
         self._done.append((generation, None))
         self._wake()
 
-    def _encode(self, unit: tuple, encoder, families, error, plain: dict) -> _Response:
+    def _encode(self, unit: tuple, encoder, snapshot, error, plain: dict) -> _Response:
         content_type, names, gzipped = unit
         if error is not None:
             return _plain("500 Internal Server Error", f"cannot read the maps: {error}\n")
         try:
             body = plain.get((content_type, names))
             if body is None:
-                registry = CollectorRegistry(auto_describe=False)
-                registry.register(_Families(families))
-                body = encoder(registry.restricted_registry(names) if names else registry)
+                body = self.collector.encode(snapshot, encoder, names)
                 plain[(content_type, names)] = body
                 self.renders += 1
             headers = [("Content-Type", content_type)]

@@ -649,3 +649,17 @@ def test_tcprtt_wasm_stops_on_sigterm_and_unloads():
     assert proc.returncode == 0
     for kind in ("link", "prog", "map"):
         assert not gone(kind, held[kind]), f"{kind}s left loaded"
+
+
+def test_run_module_off_the_main_thread(program):
+    """Signal handlers can be set only on the main thread: elsewhere the
+    module runs without them, and the caller's handlers stay."""
+    _need_root()
+    previous = signal.getsignal(signal.SIGTERM)
+    result: list[int] = []
+    worker = threading.Thread(
+        target=lambda: result.append(wasm.run_module(program.read_bytes(), ["x"], "t.wasm")))
+    worker.start()
+    worker.join(timeout=60)
+    assert result == [7]
+    assert signal.getsignal(signal.SIGTERM) is previous

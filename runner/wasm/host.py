@@ -16,7 +16,8 @@ errno. Where this host is stricter or more exact, it says so:
 - ``wasm_bpf_map_operate`` get_next_key with a key pointer of 0 starts the
   walk at the first key, as NULL does in libbpf;
 - ``wasm_bpf_buffer_poll`` calls the guest once for every sample, with the
-  size it copied (cut at ``max``), and returns the number of samples.
+  size it copied (cut at ``max``), and returns the number of samples; the
+  guest callback's own result is not used.
 """
 
 from __future__ import annotations

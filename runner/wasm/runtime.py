@@ -94,6 +94,11 @@ class Stopper:
                 return
 
     def __enter__(self) -> Stopper:
+        # Only the main thread may set signal handlers; elsewhere the caller
+        # keeps its own, and the module runs until it ends.
+        self._active = threading.current_thread() is threading.main_thread()
+        if not self._active:
+            return self
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
         self._old_handlers = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
@@ -103,6 +108,8 @@ class Stopper:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if not self._active:
+            return
         signal.set_wakeup_fd(self._old_wakeup)
         for s, h in self._old_handlers.items():
             signal.signal(s, h)

@@ -220,18 +220,21 @@ def test_load_and_attach_by_section_then_close(shim, bpf_object):
     assert shim.attach(handle, shim.cstr(PROG), 0) == -errno.EINVAL
 
 
-def test_loads_the_shipped_tcprtt_object(shim):
-    package = load(shipped("raw_tp", "x86_64" if platform.machine() == "x86_64" else "arm64"))
-    before = prog_ids("rtt_raw_tp")
+@pytest.mark.parametrize("variant", ["raw_tp", "tracepoint"])
+def test_loads_the_shipped_tcprtt_objects(shim, variant):
+    package = load(shipped(variant, "x86_64" if platform.machine() == "x86_64" else "arm64"))
+    before = held_by(os.getpid())
     handle = shim.load_object(package.obj)
     assert handle > 0
-    assert shim.attach(handle, shim.cstr("rtt_raw_tp"), shim.cstr("")) == 0
-    ids = prog_ids("rtt_raw_tp") - before
-    assert len(ids) == 1
+    name = package.progs[0]["name"]
+    assert shim.attach(handle, shim.cstr(name), shim.cstr("")) == 0, shim.host.last_failure
+    held = {kind: ids - before[kind] for kind, ids in held_by(os.getpid()).items()}
+    assert len(held["prog"]) == 1 and len(held["link"]) == 1
     assert shim.fd(handle, shim.cstr(package.hists[0].name)) >= 0
     assert shim.fd(handle, shim.cstr(".rodata")) >= 0
     shim.host.close()
-    assert not gone("prog", ids)
+    for kind in ("link", "prog", "map"):
+        assert not gone(kind, held[kind]), f"{kind}s left loaded"
 
 
 def test_failures_come_back_as_results(shim, bpf_object, capfd):

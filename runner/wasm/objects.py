@@ -14,9 +14,10 @@ import socket
 from dataclasses import dataclass
 from typing import cast
 
+from .. import features
 from ..errors import KernelError
 from ..loader import libbpf
-from ..loader.probe import LoadedProbe
+from ..loader.probe import TRACEPOINT_SECTIONS, LoadedProbe
 from ..package import Package
 
 # Sections whose non-empty attach target names a cgroup path or a network
@@ -70,6 +71,11 @@ class GuestObject(LoadedProbe):
                               errno_mod.ENOENT)
         section = self._lib.bpf_program__section_name(prog).decode()
         where = f"{section} {target}" if target else section
+        if section.startswith(TRACEPOINT_SECTIONS):
+            try:
+                features.ensure_tracefs()
+            except KernelError as exc:
+                raise KernelError(f"cannot attach {name} to {where}: {exc}", exc.errno) from None
         libbpf.recent_messages()
         try:
             if target and section.startswith(CGROUP_SECTIONS):

@@ -164,13 +164,35 @@ bool is_unspecified(const struct address *addr)
 	return !memcmp(addr->bytes, zero, addr->version == 4 ? 4 : 16);
 }
 
+static char *put_hex(char *p, unsigned v)
+{
+	static const char hex[] = "0123456789abcdef";
+	int shift = 12;
+
+	while (shift > 0 && !(v >> shift))
+		shift -= 4;
+	for (; shift >= 0; shift -= 4)
+		*p++ = hex[(v >> shift) & 0xf];
+	return p;
+}
+
+static char *put_dec(char *p, unsigned v)
+{
+	if (v >= 100)
+		*p++ = (char)('0' + v / 100);
+	if (v >= 10)
+		*p++ = (char)('0' + v / 10 % 10);
+	*p++ = (char)('0' + v % 10);
+	return p;
+}
+
 /* The longest run of two or more zero hextets becomes "::" (the first of
  * equal runs); hextets in lower-case hex without leading zeros. */
-static void format_ipv6(const uint8_t *b, char *out, size_t size)
+static void format_ipv6(const uint8_t *b, char *out)
 {
 	unsigned h[8];
 	int best = -1, best_len = 0;
-	size_t at = 0;
+	char *p = out;
 
 	for (int i = 0; i < 8; i++)
 		h[i] = (unsigned)b[2 * i] << 8 | b[2 * i + 1];
@@ -187,23 +209,39 @@ static void format_ipv6(const uint8_t *b, char *out, size_t size)
 	}
 	if (best_len < 2)
 		best = -1;
-	out[0] = '\0';
-	for (int i = 0; i < 8 && at < size; i++) {
+	for (int i = 0; i < 8; i++) {
 		if (i == best) {
-			at += (size_t)snprintf(out + at, size - at, i == 0 ? "::" : ":");
+			*p++ = ':';
+			if (i == 0)
+				*p++ = ':';
 			i += best_len - 1;
 			continue;
 		}
-		at += (size_t)snprintf(out + at, size - at, "%x%s", h[i], i < 7 ? ":" : "");
+		p = put_hex(p, h[i]);
+		if (i < 7)
+			*p++ = ':';
 	}
+	*p = '\0';
 }
 
 void format_address(int family, const uint8_t *bytes, char *out, size_t size)
 {
-	if (family == AF_INET_LINUX)
-		snprintf(out, size, "%u.%u.%u.%u", bytes[0], bytes[1], bytes[2], bytes[3]);
-	else
-		format_ipv6(bytes, out, size);
+	char text[48], *p = text;
+
+	if (family == AF_INET_LINUX) {
+		for (int i = 0; i < 4; i++) {
+			p = put_dec(p, bytes[i]);
+			*p++ = i < 3 ? '.' : '\0';
+		}
+	} else {
+		format_ipv6(bytes, text);
+	}
+	if (size) {
+		size_t n = strlen(text) < size ? strlen(text) : size - 1;
+
+		memcpy(out, text, n);
+		out[n] = '\0';
+	}
 }
 
 void py_repr(const char *text, char *out, size_t size)

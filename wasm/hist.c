@@ -4,12 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t get_le(const uint8_t *p, int size)
+/* The map's integers are in the byte order of the host that BPF runs on,
+ * little-endian on the x86_64 and arm64 hosts the module ships for, as wasm
+ * memory is: a copy reads them. */
+static uint64_t get_u64(const uint8_t *p)
 {
-	uint64_t v = 0;
+	uint64_t v;
 
-	for (int i = size - 1; i >= 0; i--)
-		v = v << 8 | p[i];
+	memcpy(&v, p, sizeof(v));
 	return v;
 }
 
@@ -28,12 +30,17 @@ int snapshot_add(struct snapshot *s, const uint8_t *key, const uint8_t *value)
 	}
 	h = &s->items[s->n++];
 	memcpy(h->key, key, HIST_KEY_SIZE);
-	h->family = (int)get_le(key + HIST_KEY_FAMILY, 2);
+	uint32_t slots[HIST_SLOTS];
+	uint16_t family;
+
+	memcpy(&family, key + HIST_KEY_FAMILY, sizeof(family));
+	h->family = family;
 	memcpy(h->addr, key + HIST_KEY_ADDR, 16);
-	h->latency = (long long)get_le(value + HIST_LATENCY, 8);
-	h->cnt = (long long)get_le(value + HIST_CNT, 8);
+	h->latency = (long long)get_u64(value + HIST_LATENCY);
+	h->cnt = (long long)get_u64(value + HIST_CNT);
+	memcpy(slots, value + HIST_SLOTS_AT, sizeof(slots));
 	for (int i = 0; i < HIST_SLOTS; i++)
-		h->slots[i] = (long long)get_le(value + HIST_SLOTS_AT + 4 * i, 4);
+		h->slots[i] = slots[i];
 	return 0;
 }
 
@@ -57,23 +64,37 @@ static int by_key(const void *a, const void *b)
 	return memcmp(((const struct hist *)a)->key, ((const struct hist *)b)->key, HIST_KEY_SIZE);
 }
 
+static int by_key_ref(const void *a, const void *b)
+{
+	return by_key(*(const struct hist *const *)a, *(const struct hist *const *)b);
+}
+
 int intervals_step(struct intervals *iv, struct snapshot *now)
 {
 	struct snapshot copy = {0};
+	const struct hist **order;
 
-	qsort(now->items, now->n, sizeof(*now->items), by_key);
+	/* The copy of the cumulative counts is kept sorted by key for the
+	 * next step's lookups; pointers are sorted, not the large entries. */
 	if (now->n) {
+		order = malloc(now->n * sizeof(*order));
 		copy.items = malloc(now->n * sizeof(*copy.items));
-		if (!copy.items)
+		if (!order || !copy.items) {
+			free(order);
+			free(copy.items);
 			return -1;
-		memcpy(copy.items, now->items, now->n * sizeof(*copy.items));
+		}
+		for (size_t i = 0; i < now->n; i++)
+			order[i] = &now->items[i];
+		qsort(order, now->n, sizeof(*order), by_key_ref);
+		for (size_t i = 0; i < now->n; i++)
+			copy.items[i] = *order[i];
 		copy.n = copy.cap = now->n;
+		free(order);
 	}
-	for (size_t i = 0; i < now->n; i++) {
+	for (size_t i = 0; i < now->n && iv->last.n; i++) {
 		struct hist *h = &now->items[i];
-		const struct hist *was = iv->last.n ? bsearch(h, iv->last.items, iv->last.n,
-							       sizeof(*h), by_key)
-						    : NULL;
+		const struct hist *was = bsearch(h, iv->last.items, iv->last.n, sizeof(*h), by_key);
 
 		if (!was)
 			continue;

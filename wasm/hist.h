@@ -32,8 +32,8 @@ struct intervals {
 	struct snapshot last;
 };
 
-/* `now` becomes the interval since the previous step (sorted by key); the
- * intervals keep a copy of the cumulative counts. -1 when out of memory. */
+/* `now` becomes the interval since the previous step; the intervals keep
+ * a copy of the cumulative counts. -1 when out of memory. */
 int intervals_step(struct intervals *iv, struct snapshot *now);
 void intervals_free(struct intervals *iv);
 

@@ -1,14 +1,17 @@
 /* Rendering, as runner/run.py render_interval with runner/render/text.py
  * and json.py: keyed histograms that counted nothing are left out, rows are
- * sorted by address text, an unkeyed interval always prints. Pure. */
+ * sorted by address text, an unkeyed interval always prints. Each report is
+ * built in one buffer and written at once. */
 #include "render.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "addr.h"
+#include "buf.h"
 
 #define STARS 40
+#define MAX_SLOT_ROWS 64
 
 struct row {
 	const struct hist *hist;
@@ -34,7 +37,7 @@ static const char *family_name(int family)
 
 static int by_address(const void *a, const void *b)
 {
-	const struct row *x = a, *y = b;
+	const struct row *x = *(const struct row *const *)a, *y = *(const struct row *const *)b;
 	int c = (int)!x->has_address - (int)!y->has_address;
 
 	if (!c && x->has_address)
@@ -42,9 +45,36 @@ static int by_address(const void *a, const void *b)
 	return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-static void log2_hist(FILE *out, const long long *slots, int n, const char *unit)
+/* "         4 -> 7          : ", the fixed start of slot i's line, made
+ * once per width: a keyed report prints thousands of tables. */
+static const char *slot_head(bool wide, int i)
 {
-	int idx_max = n - 1, stars, width;
+	static char heads[2][MAX_SLOT_ROWS][56];
+	char *head = heads[wide][i];
+
+	if (!head[0]) {
+		struct buf b = {0};
+		unsigned long long low = (1ULL << (i + 1)) >> 1, high = (1ULL << (i + 1)) - 1;
+		int width = wide ? 20 : 10;
+
+		if (low == high)
+			low--;
+		buf_uint_right(&b, low, width);
+		buf_str(&b, " -> ");
+		buf_int_left(&b, (long long)high, width);
+		buf_str(&b, " : ");
+		if (!b.failed && b.len < sizeof(heads[0][0]))
+			memcpy(head, b.data, b.len);
+		buf_free(&b);
+	}
+	return head;
+}
+
+static void log2_hist(struct buf *b, const long long *slots, int n, const char *unit)
+{
+	static const char stars[] = "****************************************";
+	static const char blanks[] = "                                        ";
+	int idx_max = n - 1, bar;
 	long long val_max = 0;
 	bool wide;
 
@@ -56,76 +86,109 @@ static void log2_hist(FILE *out, const long long *slots, int n, const char *unit
 		if (slots[i] > val_max)
 			val_max = slots[i];
 	wide = idx_max > 32;
-	stars = wide ? STARS / 2 : STARS;
-	width = wide ? 20 : 10;
-	fprintf(out, "%*s%-*s : count    distribution\n", wide ? 15 : 5, "", wide ? 29 : 19,
-		unit);
-	for (int i = 0; i <= idx_max; i++) {
-		unsigned long long low = (1ULL << (i + 1)) >> 1, high = (1ULL << (i + 1)) - 1;
+	bar = wide ? STARS / 2 : STARS;
+	buf_put(b, blanks, wide ? 15 : 5);
+	buf_str(b, unit);
+	buf_put(b, blanks, (size_t)((wide ? 29 : 19) - (int)strlen(unit)));
+	buf_str(b, " : count    distribution\n");
+	for (int i = 0; i <= idx_max && i < MAX_SLOT_ROWS; i++) {
 		long long val = slots[i] > 0 ? slots[i] : 0;
-		int k = (int)(val * stars / val_max);
+		int k = (int)(val * bar / val_max);
 
-		if (low == high)
-			low--;
-		fprintf(out, "%*llu -> %-*llu : %-8lld |%.*s%*s|\n", width, low, width, high,
-			slots[i], k, "****************************************", stars - k, "");
+		buf_str(b, slot_head(wide, i));
+		if (slots[i] == 0) { /* most rows: the same every time */
+			buf_str(b, wide ? "0        |                    |\n"
+					: "0        |                                        |\n");
+			continue;
+		}
+		buf_int_left(b, slots[i], 8);
+		buf_str(b, " |");
+		buf_put(b, stars, (size_t)k);
+		buf_put(b, blanks, (size_t)(bar - k));
+		buf_str(b, "|\n");
 	}
 }
 
-static void json_number(FILE *out, const char *key, bool present, double value)
+static void json_key(struct buf *b, const char *key)
 {
+	buf_str(b, ",\"");
+	buf_str(b, key);
+	buf_str(b, "\":");
+}
+
+static void json_string(struct buf *b, const char *key, const char *value)
+{
+	json_key(b, key);
+	if (!value) {
+		buf_str(b, "null");
+		return;
+	}
+	buf_char(b, '"');
+	buf_str(b, value); /* addresses, labels and units: nothing to escape */
+	buf_char(b, '"');
+}
+
+static void json_fixed1(struct buf *b, const char *key, bool present, double value)
+{
+	json_key(b, key);
 	if (present)
-		fprintf(out, ",\"%s\":%.1f", key, value);
+		buf_fixed1(b, value);
 	else
-		fprintf(out, ",\"%s\":null", key);
+		buf_str(b, "null");
 }
 
-static void json_string(FILE *out, const char *key, const char *value)
-{
-	if (value)
-		fprintf(out, ",\"%s\":\"%s\"", key, value);
-	else
-		fprintf(out, ",\"%s\":null", key);
-}
-
-static void json_record(FILE *out, const struct options *o, const struct row *r,
+static void json_record(struct buf *b, const struct options *o, const struct row *r,
 			const char *stamp)
 {
-	const struct hist *h = r->hist;
-	long long total = hist_total(h);
 	static const double qs[3] = {0.50, 0.90, 0.99};
 	static const char *const names[3] = {"p50", "p90", "p99"};
+	const struct hist *h = r->hist;
+	long long total = hist_total(h);
 
-	fprintf(out, "{\"time\":\"%s\"", stamp);
-	json_string(out, "label", label(o));
-	json_string(out, "address", r->has_address ? r->address : NULL);
-	json_string(out, "family", keyed(o) ? family_name(h->family) : NULL);
-	json_string(out, "unit", o->milliseconds ? "msecs" : "usecs");
-	fprintf(out, ",\"count\":%lld", total);
+	buf_str(b, "{\"time\":\"");
+	buf_str(b, stamp);
+	buf_char(b, '"');
+	json_string(b, "label", label(o));
+	json_string(b, "address", r->has_address ? r->address : NULL);
+	json_string(b, "family", keyed(o) ? family_name(h->family) : NULL);
+	json_string(b, "unit", o->milliseconds ? "msecs" : "usecs");
+	json_key(b, "count");
+	buf_int(b, total);
+	json_key(b, "sum");
 	if (o->extension)
-		fprintf(out, ",\"sum\":%lld", h->latency);
+		buf_int(b, h->latency);
 	else
-		fprintf(out, ",\"sum\":null");
-	json_number(out, "avg", o->extension && h->cnt,
+		buf_str(b, "null");
+	json_fixed1(b, "avg", o->extension && h->cnt,
 		    h->cnt ? (double)h->latency / (double)h->cnt : 0);
-	fprintf(out, ",\"slots\":[");
-	for (int i = 0; i < HIST_SLOTS; i++)
-		fprintf(out, "%s%lld", i ? "," : "", h->slots[i]);
-	fprintf(out, "]");
+	json_key(b, "slots");
+	buf_char(b, '[');
+	for (int i = 0; i < HIST_SLOTS; i++) {
+		if (i)
+			buf_char(b, ',');
+		buf_int(b, h->slots[i]);
+	}
+	buf_char(b, ']');
 	for (int i = 0; i < 3; i++)
-		json_number(out, names[i], total > 0, percentile(h->slots, HIST_SLOTS, qs[i]));
-	fprintf(out, "}\n");
+		json_fixed1(b, names[i], total > 0, percentile(h->slots, HIST_SLOTS, qs[i]));
+	buf_str(b, "}\n");
 }
 
-static void text_section(FILE *out, const struct options *o, const struct row *r)
+static void text_section(struct buf *b, const struct options *o, const struct row *r)
 {
 	const struct hist *h = r->hist;
 
-	fprintf(out, "%s = %s ", label(o), r->has_address ? r->address : "******");
-	if (o->extension)
-		fprintf(out, "[AVG %lld]", h->cnt ? h->latency / h->cnt : 0);
-	fprintf(out, "\n");
-	log2_hist(out, h->slots, HIST_SLOTS, o->milliseconds ? "msecs" : "usecs");
+	buf_str(b, label(o));
+	buf_str(b, " = ");
+	buf_str(b, r->has_address ? r->address : "******");
+	buf_char(b, ' ');
+	if (o->extension) {
+		buf_str(b, "[AVG ");
+		buf_int(b, h->cnt ? h->latency / h->cnt : 0);
+		buf_char(b, ']');
+	}
+	buf_char(b, '\n');
+	log2_hist(b, h->slots, HIST_SLOTS, o->milliseconds ? "msecs" : "usecs");
 }
 
 void render_interval(FILE *out, const struct options *o, const struct snapshot *interval,
@@ -133,12 +196,18 @@ void render_interval(FILE *out, const struct options *o, const struct snapshot *
 {
 	static const struct hist zero;
 	struct row *rows = calloc(interval->n + 1, sizeof(*rows));
+	struct row **sorted = calloc(interval->n + 1, sizeof(*sorted));
+	struct buf b = {0};
 	size_t n = 0;
 	struct tm tm;
 	char stamp[40];
 
-	if (!rows)
+	if (!rows || !sorted) {
+		free(rows);
+		free(sorted);
+		fprintf(stderr, "tcprtt: out of memory rendering %zu histograms\n", interval->n);
 		return;
+	}
 	for (size_t i = 0; i < interval->n; i++) {
 		const struct hist *h = &interval->items[i];
 		struct row *r = &rows[n];
@@ -155,20 +224,29 @@ void render_interval(FILE *out, const struct options *o, const struct snapshot *
 	}
 	if (!keyed(o) && n == 0)
 		rows[n++].hist = &zero;
-	qsort(rows, n, sizeof(*rows), by_address);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = &rows[i];
+	qsort(sorted, n, sizeof(*sorted), by_address);
 	gmtime_r(&when, &tm);
 	if (o->json) {
 		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S+00:00", &tm);
 		for (size_t i = 0; i < n; i++)
-			json_record(out, o, &rows[i], stamp);
+			json_record(&b, o, sorted[i], stamp);
 	} else {
-		fprintf(out, "\n");
+		buf_char(&b, '\n');
 		if (o->timestamp) {
 			strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
-			fprintf(out, "%s\n", stamp);
+			buf_str(&b, stamp);
+			buf_char(&b, '\n');
 		}
 		for (size_t i = 0; i < n; i++)
-			text_section(out, o, &rows[i]);
+			text_section(&b, o, sorted[i]);
 	}
+	if (b.failed)
+		fprintf(stderr, "tcprtt: out of memory rendering %zu histograms\n", n);
+	else if (b.len)
+		fwrite(b.data, 1, b.len, out);
+	buf_free(&b);
+	free(sorted);
 	free(rows);
 }

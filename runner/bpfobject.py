@@ -71,45 +71,82 @@ class Btf:
         if len(types) != type_len or len(self._strings) != str_len:
             raise PackageError("BTF section is truncated")
         self.types: list[BtfType] = [BtfType(kind=0, name="void")]
+        # Where each type's 12-byte header starts in ``data`` (id 0 has none).
+        self.offsets: list[int] = [-1]
+        refs: list[tuple[int, int]] = []  # (type id, id it refers to)
         pos = 0
         while pos < len(types):
+            self.offsets.append(hdr_len + type_off + pos)
             if pos + 12 > len(types):
                 raise PackageError("BTF type section is truncated")
             name_off, info, size_or_type = struct.unpack_from("<3I", types, pos)
             pos += 12
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            if not KIND_INT <= kind <= KIND_ENUM64:
+                raise PackageError(f"BTF type {len(self.types)} has unknown kind {kind}")
             fixed, per_item = _EXTRA.get(kind, (0, 0))
             end = pos + fixed + per_item * vlen
             if end > len(types):
                 raise PackageError("BTF type section is truncated")
             t = BtfType(kind=kind, name=self.string(name_off))
+            tid = len(self.types)
             if kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64,
                         KIND_DATASEC, KIND_FLOAT):
                 t.size = size_or_type
             else:
                 t.ref = size_or_type
+                if kind != KIND_FWD:
+                    refs.append((tid, t.ref))
+            # Every name and type id a type holds is checked here, as libbpf
+            # (before 1.3) does not: it follows them blindly and crashes.
+            if kind in (KIND_ENUM, KIND_ENUM64, KIND_FUNC_PROTO):
+                for i in range(vlen):
+                    item_name, item_type = struct.unpack_from("<2I", types, pos + per_item * i)
+                    self.string(item_name)
+                    if kind == KIND_FUNC_PROTO:
+                        refs.append((tid, item_type))
             if kind == KIND_INT:
                 t.encoding = (struct.unpack_from("<I", types, pos)[0] >> 24) & 0xF
             elif kind == KIND_ARRAY:
-                t.elem, _index, t.nelems = struct.unpack_from("<3I", types, pos)
+                t.elem, index, t.nelems = struct.unpack_from("<3I", types, pos)
+                refs += [(tid, t.elem), (tid, index)]
             elif kind in (KIND_STRUCT, KIND_UNION):
                 bitfields = info >> 31
                 for i in range(vlen):
                     m_name, m_type, m_off = struct.unpack_from("<3I", types, pos + 12 * i)
                     bits = m_off & 0xFFFFFF if bitfields else m_off
                     t.members.append(Member(self.string(m_name), m_type, bits // 8))
+                    refs.append((tid, m_type))
             elif kind == KIND_DATASEC:
                 for i in range(vlen):
                     v_type, v_off, v_size = struct.unpack_from("<3I", types, pos + 12 * i)
                     t.members.append(Member("", v_type, v_off))
                     t.vsizes.append(v_size)
+                    refs.append((tid, v_type))
             self.types.append(t)
             pos = end
+        self._check_references(refs)
         # DATASEC members carry the VAR's name, known once every type is read.
         for t in self.types:
             if t.kind == KIND_DATASEC:
                 t.members = [Member(self.get(m.type_id).name, m.type_id, m.offset)
                              for m in t.members]
+
+    def _check_references(self, refs: list[tuple[int, int]]) -> None:
+        """Every type id a type refers to exists; functions have prototypes;
+        data sections hold variables and functions (libbpf 1.1 assumes all three)."""
+        for tid, ref in refs:
+            if ref >= len(self.types):
+                raise PackageError(f"BTF type {tid} refers to type id {ref}, "
+                                   f"beyond the {len(self.types) - 1} types there are")
+        for tid, t in enumerate(self.types):
+            if t.kind == KIND_FUNC and self.types[t.ref].kind != KIND_FUNC_PROTO:
+                raise PackageError(f"BTF function {t.name!r} (type {tid}) does not refer "
+                                   "to a function prototype")
+            if t.kind == KIND_DATASEC and any(self.types[m.type_id].kind not in
+                                              (KIND_VAR, KIND_FUNC) for m in t.members):
+                raise PackageError(f"BTF data section {t.name!r} holds something other "
+                                   "than variables and functions")
 
     def string(self, offset: int) -> str:
         end = self._strings.find(b"\0", offset)

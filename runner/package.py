@@ -264,8 +264,10 @@ def parse(doc: object, source: str = "package", vet: bool = True) -> Package:
     obj = decode_object(doc["bpf_object"], doc["bpf_object_size"], source)
     try:
         package = _describe(doc, obj, source)
-    except PackageError:
-        raise
+    except PackageError as exc:
+        if str(exc).startswith(f"{source}: "):
+            raise
+        raise PackageError(f"{source}: {exc}") from None  # bpfobject's, which names no file
     except (struct.error, IndexError, KeyError, TypeError, ValueError, RecursionError,
             OverflowError, MemoryError) as exc:
         # The schema admits it, but the object or meta inside is malformed.
@@ -385,7 +387,6 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
         if m.map_type in UNSUPPORTED_MAPS:
             raise PackageError(f"{source}: map {m.name!r} uses {UNSUPPORTED_MAPS[m.map_type]}, "
                                "which the runner does not support (only log2_hist sample maps)")
-        _check_map_sizes(source, m.name, m.key_size, m.value_size, m.max_entries)
     hists = []
     for entry in skel.get("maps") or ():
         sample = entry.get("sample")
@@ -398,6 +399,8 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
         hists.append(_hist_map(bpf, entry, defs, source))
     if not hists:
         raise PackageError(f"{source}: the package has no log2_hist sample map")
+    for m in defs.values():  # after the sample maps' own, narrower limits
+        _check_map_sizes(source, m.name, m.key_size, m.value_size, m.max_entries)
 
     described = {}
     for section in skel.get("data_sections") or ():
@@ -458,7 +461,16 @@ def shipped(variant: str, arch: str) -> Path:
     return Path(str(base.joinpath(arch, f"tcprtt.{variant}.json")))
 
 
-def loads(text: str | bytes, source: str = "package") -> Package:
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` is one of the packages installed with the runner."""
+    base = Path(str(resources.files(__package__).joinpath("packages"))).resolve()
+    try:
+        return Path(path).resolve().parent.parent == base
+    except OSError:
+        return False
+
+
+def loads(text: str | bytes, source: str = "package", vet: bool = True) -> Package:
     if len(text) > MAX_PACKAGE_SIZE:
         raise PackageError(f"{source}: the package is larger than {MAX_PACKAGE_SIZE} bytes")
     try:
@@ -468,17 +480,21 @@ def loads(text: str | bytes, source: str = "package") -> Package:
     except RecursionError:
         raise PackageError(f"{source}: not a eunomia package: JSON nested deeper than "
                            f"{MAX_JSON_DEPTH} levels") from None
-    return parse(doc, source)
+    return parse(doc, source, vet)
 
 
 def load(path: str | Path) -> Package:
+    """Read and check a package file. The packages installed with the runner
+    are not opened by libbpf in a child (``parse``'s ``vet``): they are the
+    runner's own, vetted when ``runner.build`` made them, and the few
+    milliseconds per package count against the start-up time."""
     path = Path(path)
     try:
         with path.open("rb") as f:
             text = f.read(MAX_PACKAGE_SIZE + 1)
     except OSError as exc:
         raise PackageError(f"{path}: cannot read the package ({exc.strerror})") from None
-    return loads(text, str(path))
+    return loads(text, str(path), vet=not is_shipped(path))
 
 
 def encode_setting(package: Package, setting: Setting, value: object) -> bytes:

@@ -14,6 +14,7 @@ Nothing is loaded into the kernel: opening an object only parses it.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import json
 import os
 import resource
@@ -73,6 +74,7 @@ _EXTRA = {
     "bpf_object__open_mem": (ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_size_t,
                                                ctypes.POINTER(libbpf.OpenOpts)]),
     "bpf_object__close": (None, [ctypes.c_void_p]),
+    "libbpf_strerror": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
 }
 
 
@@ -101,8 +103,10 @@ def _open_and_describe(obj: bytes, name: str) -> dict:
     handle = f["bpf_object__open_mem"](obj, len(obj), ctypes.byref(opts))
     if not handle:
         err = ctypes.get_errno() or 22
+        text = ctypes.create_string_buffer(128)
+        f["libbpf_strerror"](err, text, len(text))
         notes = [m for m in libbpf.recent_messages() if m]
-        return {"error": os.strerror(err), "notes": notes[-2:]}
+        return {"error": _text(text.value) or os.strerror(err), "notes": notes[-2:]}
     try:
         programs, pos = [], None
         while len(programs) <= MAX_ITEMS:
@@ -130,6 +134,11 @@ def _child(write_fd: int, obj: bytes, name: str) -> None:
     """The forked child: never returns."""
     status = 3
     try:
+        # Whatever happens here, the runner's one line says it: nothing of the
+        # child's (a fault handler's stack dump, say) reaches the terminal.
+        faulthandler.disable()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -206,15 +215,8 @@ def vet(obj: bytes, name: str, source: str, timeout: float = TIMEOUT) -> Vetted 
                 raise PackageError(f"{source}: libbpf's description of the object is "
                                    f"larger than {MAX_REPORT} bytes; refusing the package")
             chunks.append(chunk)
-        while status is None:
-            done, wstatus = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = wstatus
-                break
-            if time.monotonic() > deadline:
-                raise PackageError(f"{source}: libbpf did not finish opening the BPF object "
-                                   f"within {timeout:g} s; refusing the package")
-            time.sleep(0.001)
+        # The pipe ends when the child exits (only it holds the write end).
+        status = os.waitpid(pid, 0)[1]
     finally:
         os.close(read_fd)
         if status is None:

@@ -4,14 +4,22 @@ its own clear error, never with anything else. Bounded in examples and time."""
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import json
+import struct
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner import package, reference, registry
+from runner.bpfobject import BpfObject
 from runner.build import host_arch
 from runner.errors import PackageError, RegistryError, UsageError
+from runner.loader import libbpf, vet
+
+from .conftest import runqlat
 
 BOUNDED = settings(max_examples=300, deadline=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow])
@@ -66,6 +74,90 @@ def test_object_byte_flips(flips):
         package.parse(doc, "fuzz.json")
     except PackageError:
         pass
+
+
+def _btf_span(obj: bytes) -> tuple[int, int]:
+    sec = next(s for s in BpfObject(obj).sections if s[0] == ".BTF")
+    return sec[2], sec[2] + sec[3]
+
+
+RUNQLAT = json.loads(runqlat().read_text())
+SOURCES = {"tcprtt": (DOC, OBJ), "runqlat": (RUNQLAT, package.decode_object(
+    RUNQLAT["bpf_object"], RUNQLAT["bpf_object_size"]))}
+OUTCOMES: collections.Counter = collections.Counter()
+VET_BUDGET = 60.0  # seconds for each of the two vetting fuzzers, whatever the examples
+_vet_started: dict[str, float] = {}
+
+
+def _out_of_time(test: str) -> bool:
+    start = _vet_started.setdefault(test, time.monotonic())
+    return time.monotonic() - start > VET_BUDGET
+
+
+def _open_in_process(obj: bytes) -> None:
+    """What the loader does first, here in the test process itself: it must
+    not crash on anything the package checks let through."""
+    lib = libbpf.load_library()
+    opts = libbpf.OpenOpts(sz=ctypes.sizeof(libbpf.OpenOpts), object_name=b"fuzz")
+    handle = lib.bpf_object__open_mem(obj, len(obj), ctypes.byref(opts))
+    lib.bpf_object__close(handle)
+
+
+def _vet_and_parse(name: str, obj: bytes) -> None:
+    doc, _ = SOURCES[name]
+    # libbpf in the child, on the raw bytes: a clean open, or one line.
+    try:
+        vet.vet(obj, "fuzz", "fuzz.json")
+    except PackageError as exc:
+        assert "\n" not in str(exc)
+        OUTCOMES["crashed" if "crashed" in str(exc) else "refused by libbpf"] += 1
+    else:
+        OUTCOMES["opened by libbpf"] += 1
+    # The whole package path: refused in one line, or safe to open in-process.
+    fuzzed = dict(doc, bpf_object=package.encode_object(obj), bpf_object_size=len(obj))
+    try:
+        pkg = package.parse(fuzzed, "fuzz.json")
+    except PackageError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("fuzz.json: ")
+        return
+    _open_in_process(pkg.obj)
+
+
+VETTING = settings(max_examples=250, deadline=None, derandomize=True,
+                   suppress_health_check=[HealthCheck.too_slow])
+
+
+@VETTING
+@given(st.sampled_from(sorted(SOURCES)), st.data())
+def test_btf_byte_flips_never_crash_the_runner(name, data):
+    """Flips in the BTF, where libbpf 1.1 crashes on what it does not check."""
+    if _out_of_time("btf"):
+        return
+    obj = bytearray(SOURCES[name][1])
+    lo, hi = _btf_span(bytes(obj))
+    for pos, val in data.draw(st.lists(st.tuples(st.integers(lo, hi - 1), st.integers(0, 255)),
+                                       min_size=0, max_size=8)):
+        obj[pos] = val
+    # and type ids that lead nowhere, in the field libbpf follows most (a
+    # type's size_or_type), which is how libbpf 1.1 is made to crash
+    btf = BpfObject(SOURCES[name][1]).btf
+    for type_id in data.draw(st.lists(st.integers(1, len(btf.types) - 1), max_size=2)):
+        bad = data.draw(st.sampled_from([len(btf.types), len(btf.types) + 7, 0xFFFFFFFF]))
+        struct.pack_into("<I", obj, lo + btf.offsets[type_id] + 8, bad)
+    _vet_and_parse(name, bytes(obj))
+
+
+@VETTING
+@given(st.sampled_from(sorted(SOURCES)), st.data())
+def test_elf_byte_flips_never_crash_the_runner(name, data):
+    if _out_of_time("elf"):
+        return
+    obj = bytearray(SOURCES[name][1])
+    for pos, val in data.draw(st.lists(st.tuples(st.integers(0, len(obj) - 1),
+                                                 st.integers(0, 255)),
+                                       min_size=1, max_size=8)):
+        obj[pos] = val
+    _vet_and_parse(name, bytes(obj))
 
 
 @BOUNDED

@@ -120,6 +120,11 @@ class Setting:
     default: object
 
     @property
+    def help_text(self) -> str:
+        """The description as argparse help: its '%' would be taken for a format."""
+        return (self.description or self.type).replace("%", "%%")
+
+    @property
     def option(self) -> str:
         """The option string the run command gives this setting."""
         if self.type == "bool" and self.default is True:

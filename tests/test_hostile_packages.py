@@ -406,6 +406,17 @@ def test_bool_and_plain_flags_that_collide_are_refused():
     refused(doc, f"two settings would take the flag --enable-{flag}")
 
 
+def test_setting_help_is_safe_for_argparse():
+    import argparse
+    doc = shipped_doc()
+    _rodata_vars(doc)["targ_sport"]["description"] = "100%(x)s of %d ports"
+    pkg = package.parse(doc, "hostile.json")
+    parser = argparse.ArgumentParser()
+    for s in pkg.settings:
+        parser.add_argument(s.option, help=s.help_text)
+    assert "100%(x)s of %d ports" in parser.format_help().replace("\n", " ")
+
+
 def test_settings_with_empty_or_duplicate_names_are_refused():
     doc = shipped_doc()
     obj = obj_of(doc)

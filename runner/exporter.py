@@ -53,6 +53,7 @@ MAX_HEAD = 32 * 1024      # bytes of request line and headers
 GZIP_LEVEL = 6
 ACCEPTS_PER_TURN = 64     # connections accepted before other events are served
 PAUSE_ON_EMFILE = 0.1     # s without accepting when out of descriptors
+EVICT_AFTER = 0.25        # s a connection may send nothing before it can be evicted
 
 SERVER = f"{BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}"
 
@@ -264,7 +265,8 @@ class Exporter:
             now = time.monotonic()
             timeout = max(0.0, next_sweep - now) if self._conns else None
             if not self._listening and self._paused_until:
-                timeout = min(timeout or PAUSE_ON_EMFILE, max(0.0, self._paused_until - now))
+                wait = max(0.0, self._paused_until - now)
+                timeout = wait if timeout is None else min(timeout, wait)
             accept = False
             for key, _ in sel.select(timeout):
                 if key.data is None:
@@ -281,8 +283,8 @@ class Exporter:
             now = time.monotonic()
             if self._paused_until and now >= self._paused_until:
                 self._paused_until = 0.0
-            if accept or (not self._listening and not self._paused_until
-                          and len(self._conns) < self.max_connections):
+                accept = True
+            if accept:
                 self._accept()
             if now >= next_sweep:
                 self._sweep(now)
@@ -344,8 +346,13 @@ class Exporter:
         now = time.monotonic()
         reading = [c for c in self._conns.values() if c.state == _Conn.READING]
         if reading:
-            self._drop(min(reading, key=lambda c: c.started))
-            return True
+            oldest = min(reading, key=lambda c: c.started)
+            if now - oldest.started >= EVICT_AFTER:
+                self._drop(oldest)
+                return True
+            # Just accepted, its request may be on the way: try again when
+            # it has had its time.
+            self._paused_until = oldest.started + EVICT_AFTER
         stuck = [c for c in self._conns.values()
                  if c.state == _Conn.WRITING and now - c.progress > 1.0]
         if stuck:
@@ -380,7 +387,9 @@ class Exporter:
             conn.sock.close()
         except OSError:
             pass
-        if not self._listening and not self._paused_until and not self._stop:
+        if not self._listening and not self._stop \
+                and len(self._conns) < self.max_connections:
+            self._paused_until = 0.0
             self._listen(True)
 
     # One connection -----------------------------------------------------------

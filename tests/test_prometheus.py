@@ -41,6 +41,87 @@ def test_buckets_are_the_log2_slots_in_seconds():
     assert samples[("tcp_srtt_seconds_sum", None)] == pytest.approx(40e-6)
 
 
+ACCEPTS = [
+    None,
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",          # what Prometheus sends
+    "application/openmetrics-text",
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=1.0.0;escaping=values",
+]
+
+
+def some_hists() -> list:
+    v4 = [Hist(key={"family": 2, "addr": [10, 0, i // 256, i % 256] + [0] * 12},
+               slots=tuple((i * 7 + s * 13) % 50 * 10 ** (s % 8) for s in range(27)),
+               latency=i * 1_234_567, cnt=i) for i in range(40)]
+    v6 = Hist(key={"family": 10, "addr": [0x20, 1, 0xd, 0xb8] + [0] * 11 + [1]},
+              slots=(3,) * 27, latency=7, cnt=81)
+    return [*reversed(v4), v6, Hist(key={"family": 2, "addr": [0] * 16}, slots=(0,) * 27)]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS)
+@pytest.mark.parametrize("label", ["remote_address", "local_address", None])
+def test_the_exposition_is_the_encoders_own_bytes(accept, label):
+    from prometheus_client.exposition import choose_encoder
+
+    from runner.addresses import key_address
+    encoder, _ = choose_encoder(accept)
+    hists = some_hists() if label else [Hist(key=None, slots=tuple(range(27)), latency=5)]
+    others = render.probe_metrics("fentry", "fentry/tcp_rcv_established", 3, len(hists), 10240)
+    for chosen in (hists, hists[:1], []):
+        def address(key):
+            return key_address(key) or ""
+        family = render.rtt_histogram(chosen, label, address)
+        expected = encoder(render._Families([family, *others]))
+        assert render.exposition(chosen, label, address, others, encoder) == expected
+
+
+def test_the_exporter_serves_what_prometheus_clients_handler_serves():
+    """Body and headers, for each format, ``name[]``, gzip or not, any path."""
+    import gzip
+    from http.server import ThreadingHTTPServer
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import MetricsHandler
+
+    from bench.exporter import FakeTracer
+    from runner.exporter import Collector, Exporter
+    tracer = FakeTracer(300)
+    exporter = Exporter(tracer, ("127.0.0.1", 0), "remote_address")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(tracer, "remote_address"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), MetricsHandler.factory(registry))
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        for accept in ACCEPTS:
+            for encoding in ("identity", "gzip"):
+                for query in ("/metrics", "/", "/metrics?name[]=tcprtt_keys",
+                              "/x?name[]=tcp_srtt_seconds_bucket&name[]=tcprtt_probe_info"):
+                    headers = {"Accept-Encoding": encoding}
+                    if accept:
+                        headers["Accept"] = accept
+                    ours = requests.get(f"http://127.0.0.1:{exporter.address[1]}{query}",
+                                        headers=headers, timeout=10, stream=True)
+                    theirs = requests.get(f"http://127.0.0.1:{server.server_address[1]}{query}",
+                                          headers=headers, timeout=10, stream=True)
+                    assert ours.status_code == theirs.status_code == 200
+                    raw = [r.raw.read() for r in (ours, theirs)]
+                    assert int(ours.headers["Content-Length"]) == len(raw[0])
+                    if encoding == "gzip":
+                        raw = [gzip.decompress(r) for r in raw]
+                    assert raw[0] == raw[1], (accept, encoding, query)
+                    for name in ("Content-Type", "Content-Encoding", "Server"):
+                        assert ours.headers.get(name) == theirs.headers.get(name)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+        exporter.close()
+
+
 class Prometheus:
     def __init__(self, directory, target: str):
         self.port = free_port()

@@ -199,33 +199,23 @@ static enum parse_result consume(struct arg_class c, char **rest, int nrest,
 	}
 }
 
-/* Python's int(text, 10): blanks around, a sign, digits with single
- * underscores between them. `canon` gets the number as Python prints it;
+/* An integer as the runner takes one: an optional minus and ASCII decimal
+ * digits, nothing else. `canon` gets the number as Python prints it;
  * values too large for a long long are clamped (every range is smaller). */
-static bool py_int(const char *text, long long *value, char *canon, size_t size)
+static bool parse_integer(const char *text, long long *value, char *canon, size_t size)
 {
-	const char *p = text, *end = text + strlen(text);
+	const char *p = text;
 	char digits[64];
 	size_t nd = 0;
-	bool neg = false, digit_before = false;
+	bool neg = *p == '-';
 	long long v = 0;
 
-	while (*p && strchr(" \t\n\r\f\v", *p))
-		p++;
-	while (end > p && strchr(" \t\n\r\f\v", end[-1]))
-		end--;
-	if (p < end && (*p == '+' || *p == '-'))
-		neg = *p++ == '-';
-	if (p == end)
+	p += neg;
+	if (!*p)
 		return false;
-	for (; p < end; p++) {
-		if (*p == '_' && digit_before && p + 1 < end && p[1] >= '0' && p[1] <= '9') {
-			digit_before = false;
-			continue;
-		}
+	for (; *p; p++) {
 		if (*p < '0' || *p > '9')
 			return false;
-		digit_before = true;
 		if (nd == 0 && *p == '0')
 			continue;
 		if (nd + 1 >= sizeof(digits))
@@ -266,7 +256,7 @@ static enum parse_result check(struct parsed *p, struct options *o, char *error,
 	for (int i = 0; i < N_OPTIONS; i++) {
 		if (!p->set[i] || OPTIONS[i].kind != OPT_INT)
 			continue;
-		if (!py_int(p->value[i], &ints[i], canon[i], sizeof(canon[i]))) {
+		if (!parse_integer(p->value[i], &ints[i], canon[i], sizeof(canon[i]))) {
 			py_repr(p->value[i], shown, sizeof(shown));
 			return fail(error, size, "%s: %s is not an integer",
 				    short_name(i, name, sizeof(name)), shown);

@@ -119,7 +119,7 @@ def check(variant: str, mount: bool = True) -> str | None:
         if supported == 0:
             return "the kernel does not support BPF tracing programs (fentry)"
         if supported < 0:
-            return f"probing BPF tracing programs failed: {os.strerror(-supported)}"
+            return f"probing BPF tracing programs failed: {libbpf.strerror(-supported)}"
         return None
     if variant == "kprobe":
         root = tracefs()

@@ -64,17 +64,47 @@ PERF_LOST_FN = CFUNCTYPE(None, c_void_p, c_int, c_uint64)
 _messages: collections.deque[str] = collections.deque(maxlen=20)
 
 
+# libbpf's own error codes, from 4000 on (enum libbpf_errno in libbpf.h),
+# with the words libbpf_strerror() has for them: os.strerror() knows none.
+LIBBPF_ERRNO_START = 4000
+LIBBPF_ERRNOS = (
+    ("LIBELF", "Something wrong in libelf"),
+    ("FORMAT", "BPF object format invalid"),
+    ("KVERSION", "'version' section incorrect or lost"),
+    ("ENDIAN", "Endian mismatch"),
+    ("INTERNAL", "Internal error in libbpf"),
+    ("RELOC", "Relocation failed"),
+    ("LOAD", "Load program failure for unknown reason"),
+    ("VERIFY", "Kernel verifier blocks program loading"),
+    ("PROG2BIG", "Program too big"),
+    ("KVER", "Incorrect kernel version"),
+    ("PROGTYPE", "Kernel doesn't support this program type"),
+    ("WRNGPID", "Wrong pid in netlink message"),
+    ("INVSEQ", "Invalid netlink sequence"),
+    ("NLPARSE", "Incorrect netlink message parsing"),
+)
+
+
+def strerror(err: int) -> str:
+    """Words for an errno, or for one of libbpf's own codes (named too)."""
+    index = err - LIBBPF_ERRNO_START
+    if 0 <= index < len(LIBBPF_ERRNOS):
+        name, words = LIBBPF_ERRNOS[index]
+        return f"{words} (LIBBPF_ERRNO__{name})"
+    return os.strerror(err)
+
+
 def _check_ptr(result, func, args):
     if not result:
         err = ctypes.get_errno() or 22
-        raise LibbpfError(f"{func.__name__}: {os.strerror(err)}", err)
+        raise LibbpfError(f"{func.__name__}: {strerror(err)}", err)
     return result
 
 
 def _check_int(result, func, args):
     if result < 0:
         err = -result
-        raise LibbpfError(f"{func.__name__}: {os.strerror(err)}", err)
+        raise LibbpfError(f"{func.__name__}: {strerror(err)}", err)
     return result
 
 

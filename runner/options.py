@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 
 import jsonschema
@@ -74,13 +75,21 @@ def add_registry_flags(parser: argparse.ArgumentParser) -> None:
                         help="registry password (also TCPRTT_REGISTRY_PASSWORD)")
 
 
+# An integer on the command line: ASCII decimal digits, nothing else (int()
+# also takes spaces around, underscores between, and other scripts' digits).
+INTEGER = re.compile(r"-?[0-9]+")
+
+
+def parse_integer(flag: str, raw: str) -> int:
+    if not INTEGER.fullmatch(raw):
+        raise UsageError(f"{flag}: {raw!r} is not an integer")
+    return int(raw, 10)
+
+
 def _convert(opt: dict, raw: str):
     """The typed value of one flag, before schema validation."""
     if opt.get("schema", {}).get("type") == "integer":
-        try:
-            return int(raw, 10)
-        except ValueError:
-            raise UsageError(f"{_flags_of(opt['dest'])}: {raw!r} is not an integer") from None
+        return parse_integer(_flags_of(opt["dest"]), raw)
     return raw
 
 
@@ -193,8 +202,15 @@ def from_namespace(ns: argparse.Namespace) -> Options:
         if dest in given and _address(given[dest]).is_unspecified:
             raise UsageError(f"{_flags_of(dest)}: {given[dest]!r} is the unspecified address, "
                              "which no connection has")
+        if dest in given and given.get("ipv6") and \
+                isinstance(_address(given[dest]), ipaddress.IPv4Address):
+            raise UsageError(f"-6/--ipv6 cannot be used with an IPv4 address filter "
+                             f"({_flags_of(dest)} {given[dest]} is v4-mapped, which tcprtt "
+                             "counts as IPv4)")
     if ns.attach not in ATTACH_CHOICES:
         raise UsageError(f"--attach: {ns.attach!r} is not one of {', '.join(ATTACH_CHOICES)}")
+    if ns.package is not None and not ns.package.strip():
+        raise UsageError("--package: an empty path (give the package.json to load)")
     if ns.image is not None and ns.package is not None:
         raise UsageError("--image and --package cannot be used together")
     if ns.image is not None:
@@ -204,10 +220,7 @@ def from_namespace(ns: argparse.Namespace) -> Options:
         raise UsageError(f"--backend: {ns.backend!r} is not one of {', '.join(BACKENDS)}")
     max_keys = None
     if ns.max_keys is not None:
-        try:
-            max_keys = int(ns.max_keys, 10)
-        except ValueError:
-            raise UsageError(f"--max-keys: {ns.max_keys!r} is not an integer") from None
+        max_keys = parse_integer("--max-keys", ns.max_keys)
         if not 1 <= max_keys <= 1 << 24:
             raise UsageError(f"--max-keys: {max_keys} is outside 1..{1 << 24}")
     duration = given.get("duration")

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
+import io
 import os
+import re
+import select
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Callable, TextIO
 
 from . import capabilities, options
@@ -42,21 +44,88 @@ Each command takes --help. Exit status: 0 done, 1 could not trace,
 2 bad command-line value, 130 interrupted before tracing started."""
 
 
-class Stop(Exception):
-    """A signal asked tracing to end: print what was gathered and exit 0."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+INTERRUPTED = 130  # exit status for a stop signal before tracing started
+MIN_INTERVAL = 0.1  # seconds: `run -i` below it would only print
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    def handler(signum, frame):
-        raise Stop(signal.Signals(signum).name)
+class Interrupted(BaseException):
+    """A stop signal came before tracing started: exit 130. A BaseException,
+    so that no ``except Exception`` on the way swallows it."""
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP over one command. Before tracing starts the
+    first one raises Interrupted (exit 130) and later ones are ignored. Once
+    ``start_tracing`` is called each only sets a flag and wakes ``wait``:
+    nothing is raised inside a read or a render, and the loop prints the
+    last interval and ends with exit 0."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.tracing = False
+        self._pipe: tuple[int, int] | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> bool:
+        """Take over the stop signals; False off the main thread, where
+        handlers cannot be set (the caller's stay)."""
+        try:
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self._handler)
+        except ValueError:
+            return False
+        return True
+
+    def release(self, exiting: bool = False) -> None:
+        """Give the stop signals back; when the process is about to exit,
+        ignore them instead, so that none changes the status chosen."""
+        self.tracing = True  # from here on a signal raises nothing
+        previous, self._previous = self._previous, {}
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_IGN if exiting else handler)  # type: ignore[arg-type]
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
+
+    def _handler(self, signum, frame) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+        if self.tracing:
+            if self._pipe is not None:
+                try:
+                    os.write(self._pipe[1], b"\0")
+                except OSError:  # full: a wakeup is already pending
+                    pass
+            return
+        if first:
+            raise Interrupted(signum)
+
+    def start_tracing(self) -> None:
+        """From now on a stop signal ends tracing normally (exit 0)."""
+        if self._pipe is None:
+            self._pipe = os.pipe()
+            for fd in self._pipe:
+                os.set_blocking(fd, False)
+        self.tracing = True
+
+    @property
+    def stopped(self) -> bool:
+        return self.received is not None
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True as soon as a stop signal has come."""
+        if self.received is None and seconds > 0:
+            if self._pipe is None:
+                time.sleep(seconds)
+            else:
+                select.select([self._pipe[0]], [], [], seconds)
+        return self.received is not None
+
+
+_signals = Signals()  # main() puts in the one of the command that runs
 
 
 def require_capabilities() -> None:
@@ -171,24 +240,25 @@ def render_interval(opts: options.Options, hists: list[Hist], when: datetime.dat
 def trace_loop(tracer: Tracer, interval: float, duration: float | None,
                emit: Callable[[list[Hist], datetime.datetime], None],
                on_drops: Callable[[int], None] | None = None,
-               cumulative: bool = False) -> None:
-    """Read every ``interval`` seconds until ``duration`` or a signal; the
-    last, partial interval is emitted too."""
+               cumulative: bool = False, signals: Signals | None = None) -> None:
+    """Read every ``interval`` seconds until ``duration`` or a stop signal;
+    the last, partial interval is emitted too, once. Before that last read
+    the programs are detached (the maps stay), so it holds every sample."""
+    signals = signals or _signals
     intervals = Intervals()
     start = time.monotonic()
     end = start + duration if duration else None
     tick = start
     dropped = 0
-    stopped = False
-    while not stopped:
+    while True:
         tick += interval
         wake = min(tick, end) if end is not None else tick
-        try:
-            delay = wake - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        except (KeyboardInterrupt, Stop):
-            stopped = True
+        stopped = signals.wait(wake - time.monotonic())
+        last = stopped or (end is not None and time.monotonic() >= end - 1e-3)
+        if last:
+            probe = getattr(tracer, "probe", None)
+            if probe is not None:
+                probe.detach()
         snapshot = tracer.snapshot()
         emit(snapshot if cumulative else intervals.step(snapshot), _now())
         if on_drops is not None:
@@ -196,8 +266,64 @@ def trace_loop(tracer: Tracer, interval: float, duration: float | None,
             if now_dropped > dropped:
                 on_drops(now_dropped - dropped)
             dropped = now_dropped
-        if end is not None and time.monotonic() >= end - 1e-3:
+        if last:
             break
+
+
+class OutputError(TcprttError):
+    """Writing the output failed (closed, full): exit 1."""
+
+
+class _Output:
+    """The output stream: a write that fails says so in one line (a closed
+    pipe stays BrokenPipeError, exit 141)."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def _failed(self, exc: OSError) -> OutputError:
+        return OutputError(f"cannot write the output: {exc.strerror or exc}")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class _Diagnostics:
+    """stderr: what cannot be written there is dropped, never raised."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _writer(out: TextIO) -> Callable[[str], None]:
@@ -218,12 +344,11 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     values = options.probe_settings(opts, keep_sum=opts.prometheus is not None)
     if opts.prometheus is not None and opts.backend != "libbpf":
         raise UsageError("--prometheus needs the libbpf backend")
+    require_capabilities()  # ecli loads the same programs, with the same needs
     if opts.backend == "ecli":
         from .loader.ecli import EcliTracer
-        require_capabilities()  # ecli loads the same programs, with the same needs
         tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts, err))
     else:
-        require_capabilities()
         packages = tcprtt_packages(opts, err)
         percpu = probe_config()["percpu"]["setting"]
         if all(any(s.name == percpu for s in p.settings) for p in packages.values()):
@@ -235,6 +360,7 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
                 print(f"tcprtt: {attempt.variant} not used: {attempt.reason}", file=err)
     exporter = None
     try:
+        _signals.start_tracing()  # attached: a stop signal now ends it with exit 0
         if opts.verbose:
             ids = getattr(tracer, "probe", None)
             ids = f" (program id {', '.join(map(str, ids.program_ids()))})" if ids else ""
@@ -261,8 +387,7 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         if emit is None:
             def emit(hists, when):
                 write(render_interval(opts, hists, when))
-        with stop_on_signals():
-            trace_loop(tracer, opts.interval, opts.duration, emit, drops)
+        trace_loop(tracer, opts.interval, opts.duration, emit, drops)
     finally:
         if exporter is not None:
             exporter.close()
@@ -270,6 +395,9 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# A setting's integer: ASCII decimal, or 0x hexadecimal; no spaces, no
+# underscores, no other scripts' digits (int() takes them all).
+INTEGER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)")
 RUNNER_ONLY = "set by the runner"  # in a setting's description: no flag for it
 
 
@@ -307,10 +435,10 @@ def _setting_value(package: Package, name: str, raw: object) -> object:
     if isinstance(raw, bool) or setting.type.startswith("char["):
         value = raw
     else:
-        try:
-            value = int(str(raw), 0)
-        except ValueError:
-            raise UsageError(f"--{setting.flag}: {raw!r} is not an integer") from None
+        text = str(raw)
+        if not INTEGER.fullmatch(text):
+            raise UsageError(f"--{setting.flag}: {raw!r} is not an integer")
+        value = int(text, 0)
     try:
         encode_setting(package, setting, value)
     except PackageError as exc:
@@ -358,10 +486,14 @@ def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
         if flag in {f"--{s.flag}" for s in package.settings if _internal(s)}:
             raise UsageError(f"{flag}: {RUNNER_ONLY}, not on the command line")
     ns = parser.parse_args(argv[1:])
-    interval = ns.interval or package.hists[0].interval_ms / 1000 or 1.0
     for name, value in (("-i/--interval", ns.interval), ("-d/--duration", ns.duration)):
         if value is not None and not 0 < value <= 31536000:
             raise UsageError(f"{name}: {value} is not a positive number of seconds")
+    if ns.interval is not None and ns.interval < MIN_INTERVAL:
+        raise UsageError(f"-i/--interval: {ns.interval} is below the minimum of "
+                         f"{MIN_INTERVAL} seconds")
+    # The package's own sample interval, no shorter than the floor either.
+    interval = ns.interval or max(package.hists[0].interval_ms / 1000 or 1.0, MIN_INTERVAL)
     values = {dests[d]: _setting_value(package, dests[d], v)
               for d, v in vars(ns).items() if d in dests and v is not None}
     require_capabilities()
@@ -377,8 +509,8 @@ def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
             write("".join(render_text.ecli_section(h.key, h.members(), h.slots, unit)
                           for h in hists))
     try:
-        with stop_on_signals():
-            trace_loop(tracer, interval, ns.duration, emit, cumulative=True)
+        _signals.start_tracing()
+        trace_loop(tracer, interval, ns.duration, emit, cumulative=True)
     finally:
         tracer.close()
     return 0
@@ -453,43 +585,82 @@ SUBCOMMANDS = {"run": run_package, "push": push_command, "pull": pull_command,
                "doctor": doctor_command}
 
 
-def _interrupt_raises() -> None:
-    """Ctrl-C raises KeyboardInterrupt again (``entry`` made it exit at once
-    during the imports): before tracing main returns 130 for it, during
-    tracing the loop prints what was gathered."""
+class _Closed(io.TextIOBase):
+    """stdout when the process started with it closed: writing fails as
+    writing to a closed descriptor does."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
+def _quiet(stream: TextIO | None) -> None:
+    """Point the process's stdout at /dev/null, so that the interpreter's
+    last flush at exit cannot fail again."""
+    if stream is None:
+        return
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = out or sys.stdout
-    err = err or sys.stderr
-    show_stack = "--traceback" in argv
+         err: TextIO | None = None, exiting: bool = False) -> int:
+    """The command; ``exiting`` when the process ends as it returns (stop
+    signals are then left ignored, so none can change the status)."""
+    global _signals
+    signals = _signals = Signals()
+    signals.install()
     try:
-        _interrupt_raises()
+        try:
+            return _main(argv, out, err)
+        except (Interrupted, KeyboardInterrupt):
+            return INTERRUPTED
+    finally:
+        signals.release(exiting)
+
+
+def _main(argv: list[str] | None, out: TextIO | None, err: TextIO | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stream = out if out is not None else sys.stdout
+    output = _Output(stream if stream is not None else _Closed())
+    diagnostics = _Diagnostics(err if err is not None else sys.stderr or io.StringIO())
+    show_stack = "--traceback" in argv
+    # argparse writes --help to sys.stdout and drops an OSError there.
+    swapped = out is None
+    if swapped:
+        sys.stdout = output  # type: ignore[assignment]
+    try:
         if argv and argv[0] in SUBCOMMANDS:
-            return SUBCOMMANDS[argv[0]](argv[1:], out, err)
-        return trace(argv, out, err)
+            code = SUBCOMMANDS[argv[0]](argv[1:], output, diagnostics)  # type: ignore[arg-type]
+        else:
+            code = trace(argv, output, diagnostics)  # type: ignore[arg-type]
+        output.flush()
+        return code
     except BrokenPipeError:
         # The reader went away (| head): end quietly with the status of a
         # process that SIGPIPE ended, and keep the interpreter from
         # complaining when it flushes stdout at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet(stream if swapped else None)
         return 128 + signal.SIGPIPE
     except UsageError as exc:
         if show_stack:
-            traceback.print_exc(file=err)
-        print(f"tcprtt: error: {exc}", file=err)
+            traceback.print_exc(file=diagnostics)
+        print(f"tcprtt: error: {exc}", file=diagnostics)
         return exc.exit_code
     except TcprttError as exc:
+        if isinstance(exc, OutputError):
+            _quiet(stream if swapped else None)
         if show_stack:
-            traceback.print_exc(file=err)
-        print(f"tcprtt: {exc}", file=err)
+            traceback.print_exc(file=diagnostics)
+        print(f"tcprtt: {exc}", file=diagnostics)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    finally:
+        if swapped:
+            sys.stdout = stream

@@ -334,6 +334,34 @@ def _writer(out: TextIO) -> Callable[[str], None]:
     return write
 
 
+# The runner's own flags, which a wasm module does not take: (flag, takes a value).
+REGISTRY_FLAGS = {"--image": True, "--ca-file": True, "--username": True, "--password": True,
+                  "--insecure": False, "--traceback": False}
+
+
+def module_flags(argv: list[str], known: list[str]) -> list[str]:
+    """The command line as tcprtt.wasm takes it: without --image and the
+    registry flags (also given as --flag=value, or abbreviated as argparse
+    takes them among the ``known`` long flags), everything else as typed."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            matches = [flag for flag in known if flag.startswith(name)]
+            name = matches[0] if len(matches) == 1 else name
+        if name in REGISTRY_FLAGS:
+            i += 2 if REGISTRY_FLAGS[name] and "=" not in arg else 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     parser = options.Parser(prog="tcprtt", description="Summarize TCP RTT as a histogram.",
                             epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -345,11 +373,23 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     if opts.prometheus is not None and opts.backend != "libbpf":
         raise UsageError("--prometheus needs the libbpf backend")
     require_capabilities()  # ecli loads the same programs, with the same needs
+    from .registry import ModuleOnly
+    try:
+        packages = tcprtt_packages(opts, err)
+    except ModuleOnly as only:
+        # The reference holds tcprtt's wasm module alone: run it under the
+        # runner's wasm-bpf host with the tracing flags the module takes.
+        if opts.prometheus is not None or opts.backend != "libbpf" or opts.max_keys is not None:
+            raise UsageError(f"--image {opts.image}: the reference holds only the wasm module, "
+                             "which takes neither --prometheus, --backend nor --max-keys") from None
+        print(f"tcprtt: {opts.image} holds only the wasm module; running it "
+              f"({only.pulled.digest})", file=err, flush=True)
+        known = [f for f in parser._option_string_actions if f.startswith("--")]
+        return only.run(module_flags(argv, known))
     if opts.backend == "ecli":
         from .loader.ecli import EcliTracer
-        tracer: Tracer = EcliTracer.for_tcprtt(opts, values, tcprtt_packages(opts, err))
+        tracer: Tracer = EcliTracer.for_tcprtt(opts, values, packages)
     else:
-        packages = tcprtt_packages(opts, err)
         percpu = probe_config()["percpu"]["setting"]
         if all(any(s.name == percpu for s in p.settings) for p in packages.values()):
             values[percpu] = True  # packages of an older release lack it

@@ -245,20 +245,21 @@ def test_a_module_only_reference_runs_under_the_wasm_host(server, tmp_path, monk
     assert raised.value.run(["-B", "-d", "1"]) == 0
     out = capfd.readouterr().out
     assert out.split("\0")[1:] == ["-B", "-d", "1", ""]
+    # The command itself: the module gets the tracing flags, not the registry's.
+    ref = f"{server.address}/tools/tcprtt:echo"
+    ran = subprocess.run(runner_cmd("-B", "--ima", ref, "--insecure", "-d", "1",
+                                    f"--ca-file={REPO / 'LICENSE'}", "--traceback", "-T"),
+                         cwd=REPO, env=env_with_cache(tmp_path / "cache"),
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\0")[1:] == ["-B", "-d", "1", "-T", ""]
+    assert "holds only the wasm module" in ran.stderr
+    refused = subprocess.run(runner_cmd("--image", ref, "--prometheus", "9999"), cwd=REPO,
+                             env=env_with_cache(tmp_path / "cache"), capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert ref in refused.stderr
 
-
-# --image's module path as the command will take it: image_packages finds the
-# reference holds only the module, and the module runs with tcprtt's flags.
-RUN_IMAGE_MODULE = """
-import sys
-from runner import registry, run
-from runner.options import RegistryOptions
-try:
-    run.image_packages(sys.argv[1], RegistryOptions(), sys.stderr)
-except registry.ModuleOnly as only:
-    sys.exit(only.run(sys.argv[2:]))
-sys.exit("the reference held packages, not only the module")
-"""
 
 
 def trace_loopback(cmd: list[str], env: dict) -> list[dict]:
@@ -303,7 +304,7 @@ def test_the_released_module_traces_from_the_registry(root, server, tmp_path):
     assert cached.read_bytes() == module
     flags = ["-B", "--json", "-d", "3"]
     for cmd in ([str(wasm_bpf), str(cached), *flags],
-                [sys.executable, "-c", RUN_IMAGE_MODULE, f"{image}-wasm", *flags]):
+                runner_cmd("--image", f"{image}-wasm", *flags)):
         records = trace_loopback(cmd, env)
         assert any(r["address"] == "127.0.0.1" and r["count"] >= 200 for r in records), \
             (cmd[0], records)

@@ -59,7 +59,9 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", metavar="REFERENCE",
                         help="pull tcprtt from an OCI registry (or the cache) and run it")
     parser.add_argument("--max-keys", dest="max_keys", metavar="N",
-                        help="capacity of the histogram key map (default: the probe's)")
+                        help="capacity of the histogram key map (default: the probe's, "
+                        f"10240; at most {MAX_KEYS}); each key costs about 220 bytes of "
+                        "locked kernel memory (10240 keys: 2.3 MB, the most: 231 MB)")
     parser.add_argument("-v", "--verbose", action="store_true", help="say what is being done")
     parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
 
@@ -74,6 +76,11 @@ def add_registry_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--password", metavar="PASSWORD",
                         help="registry password (also TCPRTT_REGISTRY_PASSWORD)")
 
+
+# The most keys a histogram map may hold: more distinct peers than any host
+# shows at once, and 231 MB of locked kernel memory (220 bytes a key, measured
+# in the map's memlock on Linux 6.18); 16M keys would lock 3.7 GB.
+MAX_KEYS = 1 << 20
 
 # An integer on the command line: ASCII decimal digits, nothing else (int()
 # also takes spaces around, underscores between, and other scripts' digits).
@@ -221,8 +228,9 @@ def from_namespace(ns: argparse.Namespace) -> Options:
     max_keys = None
     if ns.max_keys is not None:
         max_keys = parse_integer("--max-keys", ns.max_keys)
-        if not 1 <= max_keys <= 1 << 24:
-            raise UsageError(f"--max-keys: {max_keys} is outside 1..{1 << 24}")
+        if not 1 <= max_keys <= MAX_KEYS:
+            raise UsageError(f"--max-keys: {max_keys} is outside 1..{MAX_KEYS} "
+                             "(about 220 bytes of kernel memory a key)")
     duration = given.get("duration")
     interval = given.get("interval") or duration or FOREVER
     return Options(interval=interval, duration=duration,

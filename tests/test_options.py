@@ -59,6 +59,8 @@ def test_duration_without_interval_prints_once_at_the_end():
     (["--attach", "uprobe"], "--attach: 'uprobe' is not one of"),
     (["--backend", "bcc"], "--backend: 'bcc' is not one of"),
     (["--max-keys", "0"], "--max-keys: 0 is outside"),
+    (["--max-keys", "16777216"], "--max-keys: 16777216 is outside 1..1048576 "
+                                 "(about 220 bytes of kernel memory a key)"),
     (["--max-keys", "lots"], "--max-keys: 'lots' is not an integer"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ])
@@ -102,3 +104,12 @@ def test_every_option_that_sets_a_variable_names_a_real_one():
         sets = opt.get("sets", [])
         for name in [sets] if isinstance(sets, str) else sets:
             assert name in config["variables"], (opt["dest"], name)
+
+
+def test_help_says_what_a_key_costs():
+    from runner import options
+    parser = options.Parser(prog="tcprtt")
+    options.add_runner_flags(parser)
+    text = " ".join(parser.format_help().split())
+    assert f"at most {options.MAX_KEYS}" in text
+    assert "220 bytes of locked kernel memory" in text

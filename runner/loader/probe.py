@@ -20,6 +20,7 @@ VERIFIER_LOG_SIZE = 1 << 20
 VERIFIER_LINES = 2
 # Entries fetched by one batched lookup; bounded so the buffers stay small.
 BATCH = 4096
+BATCH_BYTES = 1 << 20  # keys and values that one batched lookup fetches, at most
 # Sections libbpf attaches through a perf event whose id it reads in tracefs.
 TRACEPOINT_SECTIONS = ("tracepoint/", "tp/")
 
@@ -194,8 +195,10 @@ class LoadedProbe:
         return out
 
     def _read_batched(self, fd: int, hist: HistMap) -> list[tuple[bytes, bytes]]:
-        keys = ctypes.create_string_buffer(hist.key_size * BATCH)
-        values = ctypes.create_string_buffer(hist.value_size * BATCH)
+        # Bounded in bytes, not entries: a package's value size sets the cost.
+        batch = max(1, min(BATCH, BATCH_BYTES // (hist.key_size + hist.value_size)))
+        keys = ctypes.create_string_buffer(hist.key_size * batch)
+        values = ctypes.create_string_buffer(hist.value_size * batch)
         token_in = ctypes.create_string_buffer(max(hist.key_size, 8))
         token_out = ctypes.create_string_buffer(max(hist.key_size, 8))
         opts = libbpf.BatchOpts(sz=ctypes.sizeof(libbpf.BatchOpts))
@@ -204,7 +207,7 @@ class LoadedProbe:
         # The map's size as loaded (--max-keys), not as built; every call but
         # the last returns at least one entry.
         for _ in range(self.max_entries(hist.name) + 1):
-            count = c_uint32(BATCH)
+            count = c_uint32(batch)
             rc = self._lib.bpf_map_lookup_batch(fd, None if first else token_in, token_out,
                                                 keys, values, ctypes.byref(count),
                                                 ctypes.byref(opts))

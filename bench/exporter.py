@@ -276,14 +276,18 @@ def latency(legacy: bool, keys: int, rounds: int) -> dict:
     args = ("--keys", str(keys)) + (("--legacy",) if legacy else ())
     with Child(*args) as child:
         scrape_many(child.port, 1, 5, PROMETHEUS_REQUEST)  # warm
-        alone, alone_failed = scrape_many(child.port, 1, rounds * 4, PROMETHEUS_REQUEST)
         cpu = child.cpu_seconds()
+        alone, alone_failed = scrape_many(child.port, 1, rounds * 40, PROMETHEUS_REQUEST)
+        alone_cpu, cpu = child.cpu_seconds() - cpu, child.cpu_seconds()
+        before = child.stats()
         loaded, loaded_failed = scrape_many(child.port, 200, rounds, PROMETHEUS_REQUEST,
                                             timeout=300)
         stats = child.stats()
-        cpu = child.cpu_seconds() - cpu
+        loaded_cpu = child.cpu_seconds() - cpu
+    renders = None if stats["renders"] is None else stats["renders"] - before["renders"]
     return {"alone": alone, "alone_failed": alone_failed, "loaded": loaded,
-            "loaded_failed": loaded_failed, "stats": stats, "cpu": cpu}
+            "loaded_failed": loaded_failed, "renders": renders, "alone_cpu": alone_cpu,
+            "loaded_cpu": loaded_cpu}
 
 
 def peak_rss(legacy: bool, keys: int, scrapers: int) -> dict:
@@ -317,14 +321,14 @@ def main(argv: list[str]) -> int:
     for name, legacy in kinds:
         r = latency(legacy, args.keys, rounds)
         base = percentile(r["alone"], 0.99)
-        renders = r["stats"]["renders"]
-        for scrapers, values, failed in ((1, r["alone"], r["alone_failed"]),
-                                         (200, r["loaded"], r["loaded_failed"])):
-            shown = "-" if renders is None or scrapers == 1 else str(renders)
+        for scrapers, values, failed, cpu in (
+                (1, r["alone"], r["alone_failed"], r["alone_cpu"]),
+                (200, r["loaded"], r["loaded_failed"], r["loaded_cpu"])):
+            shown = "-" if r["renders"] is None or scrapers == 1 else str(r["renders"])
             print(f"{name:<18} {scrapers:>8} {len(values):>7} {failed:>6} "
                   f"{statistics.median(values) * ms:>8.1f} {percentile(values, 0.99) * ms:>8.1f} "
                   f"{max(values) * ms:>8.1f} {percentile(values, 0.99) / base:>9.1f} "
-                  f"{shown:>7} {r['cpu'] if scrapers == 200 else 0:>6.1f}")
+                  f"{shown:>7} {cpu:>6.2f}")
     print()
     print(f"peak RSS (VmHWM) of the exporter process, full scrapes of {args.full_keys} keys "
           "in the text format, no gzip")

@@ -10,23 +10,32 @@ import datetime
 import errno
 import io
 import os
-import re
-import select
 import signal
 import sys
-import time
 import traceback
-from typing import Callable, TextIO
+from typing import TextIO
 
-from . import capabilities, options
+from . import options
 from .addresses import key_address, key_family
 from .build import host_arch
 from .config import probe_config
-from .errors import PackageError, TcprttError, UsageError
-from .histogram import Hist, Intervals
-from .package import Package, encode_setting, load, shipped
+from .errors import TcprttError, UsageError
+from .histogram import Hist
+from .package import Package, load, shipped
 from .render import json as render_json
 from .render import text as render_text
+from .session import (  # noqa: F401
+    INTERRUPTED,
+    STOP_SIGNALS,
+    Interrupted,
+    Signals,
+    _now,
+    require_capabilities,
+    signals,
+    trace_loop,
+    use_signals,
+)
+from .session import writer as _writer
 from .tracer import Tracer, choose
 
 VERSION = "0.1.0"  # pyproject.toml reads it from here
@@ -42,97 +51,6 @@ COMMANDS = """commands:
 
 Each command takes --help. Exit status: 0 done, 1 could not trace,
 2 bad command-line value, 130 interrupted before tracing started."""
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-INTERRUPTED = 130  # exit status for a stop signal before tracing started
-MIN_INTERVAL = 0.1  # seconds: `run -i` below it would only print
-
-
-class Interrupted(BaseException):
-    """A stop signal came before tracing started: exit 130. A BaseException,
-    so that no ``except Exception`` on the way swallows it."""
-
-
-class Signals:
-    """SIGINT, SIGTERM and SIGHUP over one command. Before tracing starts the
-    first one raises Interrupted (exit 130) and later ones are ignored. Once
-    ``start_tracing`` is called each only sets a flag and wakes ``wait``:
-    nothing is raised inside a read or a render, and the loop prints the
-    last interval and ends with exit 0."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self.tracing = False
-        self._pipe: tuple[int, int] | None = None
-        self._previous: dict[int, object] = {}
-
-    def install(self) -> bool:
-        """Take over the stop signals; False off the main thread, where
-        handlers cannot be set (the caller's stay)."""
-        try:
-            for s in STOP_SIGNALS:
-                self._previous[s] = signal.signal(s, self._handler)
-        except ValueError:
-            return False
-        return True
-
-    def release(self, exiting: bool = False) -> None:
-        """Give the stop signals back; when the process is about to exit,
-        ignore them instead, so that none changes the status chosen."""
-        self.tracing = True  # from here on a signal raises nothing
-        previous, self._previous = self._previous, {}
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_IGN if exiting else handler)  # type: ignore[arg-type]
-        if self._pipe is not None:
-            for fd in self._pipe:
-                os.close(fd)
-            self._pipe = None
-
-    def _handler(self, signum, frame) -> None:
-        first = self.received is None
-        if first:
-            self.received = signum
-        if self.tracing:
-            if self._pipe is not None:
-                try:
-                    os.write(self._pipe[1], b"\0")
-                except OSError:  # full: a wakeup is already pending
-                    pass
-            return
-        if first:
-            raise Interrupted(signum)
-
-    def start_tracing(self) -> None:
-        """From now on a stop signal ends tracing normally (exit 0)."""
-        if self._pipe is None:
-            self._pipe = os.pipe()
-            for fd in self._pipe:
-                os.set_blocking(fd, False)
-        self.tracing = True
-
-    @property
-    def stopped(self) -> bool:
-        return self.received is not None
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; True as soon as a stop signal has come."""
-        if self.received is None and seconds > 0:
-            if self._pipe is None:
-                time.sleep(seconds)
-            else:
-                select.select([self._pipe[0]], [], [], seconds)
-        return self.received is not None
-
-
-_signals = Signals()  # main() puts in the one of the command that runs
-
-
-def require_capabilities() -> None:
-    lacking = capabilities.missing()
-    if lacking:
-        raise TcprttError(f"missing capability {' and '.join(lacking)}: run as root, or grant "
-                          "CAP_BPF and CAP_PERFMON")
 
 
 def _variant_of(package: Package) -> str:
@@ -208,10 +126,6 @@ def tcprtt_packages(opts: options.Options, err: TextIO = sys.stderr) -> dict[str
     return out
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now().astimezone()
-
-
 def render_interval(opts: options.Options, hists: list[Hist], when: datetime.datetime) -> str:
     """One interval of tcprtt output, text or JSON lines."""
     rows = []
@@ -235,39 +149,6 @@ def render_interval(opts: options.Options, hists: list[Hist], when: datetime.dat
         avg = (hist.latency // hist.cnt if hist.cnt else 0) if opts.extension else None
         out.append(render_text.tcprtt_section(opts.label, addr, avg, hist.slots, opts.unit))
     return "".join(out)
-
-
-def trace_loop(tracer: Tracer, interval: float, duration: float | None,
-               emit: Callable[[list[Hist], datetime.datetime], None],
-               on_drops: Callable[[int], None] | None = None,
-               cumulative: bool = False, signals: Signals | None = None) -> None:
-    """Read every ``interval`` seconds until ``duration`` or a stop signal;
-    the last, partial interval is emitted too, once. Before that last read
-    the programs are detached (the maps stay), so it holds every sample."""
-    signals = signals or _signals
-    intervals = Intervals()
-    start = time.monotonic()
-    end = start + duration if duration else None
-    tick = start
-    dropped = 0
-    while True:
-        tick += interval
-        wake = min(tick, end) if end is not None else tick
-        stopped = signals.wait(wake - time.monotonic())
-        last = stopped or (end is not None and time.monotonic() >= end - 1e-3)
-        if last:
-            probe = getattr(tracer, "probe", None)
-            if probe is not None:
-                probe.detach()
-        snapshot = tracer.snapshot()
-        emit(snapshot if cumulative else intervals.step(snapshot), _now())
-        if on_drops is not None:
-            now_dropped = tracer.dropped()
-            if now_dropped > dropped:
-                on_drops(now_dropped - dropped)
-            dropped = now_dropped
-        if last:
-            break
 
 
 class OutputError(TcprttError):
@@ -324,14 +205,6 @@ class _Diagnostics:
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
-
-
-def _writer(out: TextIO) -> Callable[[str], None]:
-    def write(text: str) -> None:
-        if text:
-            out.write(text)
-            out.flush()
-    return write
 
 
 # The runner's own flags, which a wasm module does not take: (flag, takes a value).
@@ -400,7 +273,7 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
                 print(f"tcprtt: {attempt.variant} not used: {attempt.reason}", file=err)
     exporter = None
     try:
-        _signals.start_tracing()  # attached: a stop signal now ends it with exit 0
+        signals().start_tracing()  # attached: a stop signal now ends it with exit 0
         if opts.verbose:
             ids = getattr(tracer, "probe", None)
             ids = f" (program id {', '.join(map(str, ids.program_ids()))})" if ids else ""
@@ -431,127 +304,6 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     finally:
         if exporter is not None:
             exporter.close()
-        tracer.close()
-    return 0
-
-
-# A setting's integer: ASCII decimal, or 0x hexadecimal; no spaces, no
-# underscores, no other scripts' digits (int() takes them all).
-INTEGER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)")
-RUNNER_ONLY = "set by the runner"  # in a setting's description: no flag for it
-
-
-def _internal(setting) -> bool:
-    return RUNNER_ONLY in setting.description
-
-
-def _setting_flags(parser: argparse.ArgumentParser, package: Package) -> dict[str, str]:
-    """A flag per setting, named as ecli names them; returns dest -> setting."""
-    dests = {}
-    for s in package.settings:
-        if _internal(s):
-            continue
-        dest = f"setting_{len(dests)}"
-        dests[dest] = s.name
-        help_text = s.description or s.type
-        if s.type == "bool":
-            if s.default is True:
-                parser.add_argument(f"--disable-{s.flag}", dest=dest, action="store_false",
-                                    default=None, help=help_text)
-            elif s.default is False:
-                parser.add_argument(f"--enable-{s.flag}", dest=dest, action="store_true",
-                                    default=None, help=help_text)
-            else:
-                parser.add_argument(f"--{s.flag}", dest=dest, action="store_true",
-                                    default=None, help=help_text)
-        else:
-            parser.add_argument(f"--{s.flag}", dest=dest, metavar=s.type.upper().replace(" ", "_"),
-                                help=help_text)
-    return dests
-
-
-def _setting_value(package: Package, name: str, raw: object) -> object:
-    setting = package.setting(name)
-    if isinstance(raw, bool) or setting.type.startswith("char["):
-        value = raw
-    else:
-        text = str(raw)
-        if not INTEGER.fullmatch(text):
-            raise UsageError(f"--{setting.flag}: {raw!r} is not an integer")
-        value = int(text, 0)
-    try:
-        encode_setting(package, setting, value)
-    except PackageError as exc:
-        reason = str(exc).split(": ", 1)[-1]  # past "setting NAME: "
-        named = reason if str(value) in reason else f"{raw!r}: {reason}"
-        raise UsageError(f"--{setting.flag}: {named}") from None
-    return value
-
-
-def _run_parser(prog: str) -> argparse.ArgumentParser:
-    parser = options.Parser(prog=prog, description=(
-        "Run a eunomia package whose sample maps are log2_hist and print its histograms as "
-        "ecli does. The package's settings become flags: `tcprtt run PACKAGE.json --help` "
-        "lists them."))
-    parser.add_argument("-i", "--interval", type=float, default=None,
-                        help="seconds between outputs (default: the map's sample interval)")
-    parser.add_argument("-d", "--duration", type=float, default=None, help="seconds to run")
-    parser.add_argument("--json", action="store_true", help="print records as `ecli run -j`")
-    parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
-    return parser
-
-
-def _run_without_package(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help"):
-        parser = _run_parser("tcprtt run PACKAGE.json")
-        parser.usage = "tcprtt run PACKAGE.json [-h] [-i INTERVAL] [-d DURATION] [--json] " \
-                       "[--SETTING VALUE ...]\n       tcprtt run MODULE.wasm [ARGS ...]"
-        parser.epilog = "A .wasm file (a wasm-bpf module) runs with ARGS as its own arguments."
-        parser.parse_args(["--help"])
-    raise UsageError("run: give the package.json to run first (tcprtt run --help)")
-
-
-def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
-    """Load any eunomia log2_hist package and render it as ecli does."""
-    from . import wasm
-    if argv and wasm.looks_like_wasm(argv[0]):
-        return wasm.run_file(argv[0], argv[1:], err=err)
-    if not argv or argv[0].startswith("-"):
-        return _run_without_package(argv)
-    package = load(argv[0])
-    parser = _run_parser(f"tcprtt run {argv[0]}")
-    dests = _setting_flags(parser, package)
-    for arg in argv[1:]:
-        flag = arg.split("=", 1)[0]
-        if flag in {f"--{s.flag}" for s in package.settings if _internal(s)}:
-            raise UsageError(f"{flag}: {RUNNER_ONLY}, not on the command line")
-    ns = parser.parse_args(argv[1:])
-    for name, value in (("-i/--interval", ns.interval), ("-d/--duration", ns.duration)):
-        if value is not None and not 0 < value <= 31536000:
-            raise UsageError(f"{name}: {value} is not a positive number of seconds")
-    if ns.interval is not None and ns.interval < MIN_INTERVAL:
-        raise UsageError(f"-i/--interval: {ns.interval} is below the minimum of "
-                         f"{MIN_INTERVAL} seconds")
-    # The package's own sample interval, no shorter than the floor either.
-    interval = ns.interval or max(package.hists[0].interval_ms / 1000 or 1.0, MIN_INTERVAL)
-    values = {dests[d]: _setting_value(package, dests[d], v)
-              for d, v in vars(ns).items() if d in dests and v is not None}
-    require_capabilities()
-    from .tracer import LibbpfTracer
-    tracer = LibbpfTracer(package, values, "package")
-    unit = package.hists[0].unit
-    write = _writer(out)
-
-    def emit(hists: list[Hist], when: datetime.datetime) -> None:
-        if ns.json:
-            write("".join(render_json.ecli_record(h) + "\n" for h in hists))
-        else:
-            write("".join(render_text.ecli_section(h.key, h.members(), h.slots, unit)
-                          for h in hists))
-    try:
-        _signals.start_tracing()
-        trace_loop(tracer, interval, ns.duration, emit, cumulative=True)
-    finally:
         tracer.close()
     return 0
 
@@ -621,6 +373,11 @@ def doctor_command(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def run_package(argv: list[str], out: TextIO, err: TextIO) -> int:
+    from .cli.run import run_package
+    return run_package(argv, out, err)
+
+
 SUBCOMMANDS = {"run": run_package, "push": push_command, "pull": pull_command,
                "doctor": doctor_command}
 
@@ -654,16 +411,15 @@ def main(argv: list[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None, exiting: bool = False) -> int:
     """The command; ``exiting`` when the process ends as it returns (stop
     signals are then left ignored, so none can change the status)."""
-    global _signals
-    signals = _signals = Signals()
-    signals.install()
+    command_signals = use_signals(Signals())
+    command_signals.install()
     try:
         try:
             return _main(argv, out, err)
         except (Interrupted, KeyboardInterrupt):
             return INTERRUPTED
     finally:
-        signals.release(exiting)
+        command_signals.release(exiting)
 
 
 def _main(argv: list[str] | None, out: TextIO | None, err: TextIO | None) -> int:

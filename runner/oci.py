@@ -16,6 +16,9 @@ trusts"). In short:
   body): ``timeout`` seconds plus the time the bytes that have moved would
   take at ``MIN_RATE``. A watchdog shuts the socket when it passes, so a
   registry that sends one byte a second is cut off as one that sends none.
+  A request is tried at most ``RETRIES`` times. ``TCPRTT_REGISTRY_TIMEOUT``
+  (seconds, more than 0 and at most ``MAX_TIMEOUT``) sets ``timeout`` for
+  a slow link or a test; unset, it is ``TIMEOUT``.
 - Whatever a server says (error messages, reasons, header values, URLs)
   reaches the user only through ``clean``, which escapes control characters.
 """
@@ -56,6 +59,8 @@ MAX_BLOB = package_mod.MAX_PACKAGE_SIZE
 MAX_ERROR_BODY = 64 << 10    # what is read of an error answer
 MAX_TOKEN = 1 << 20
 TIMEOUT = 10.0               # seconds of grace per exchange
+TIMEOUT_ENV = "TCPRTT_REGISTRY_TIMEOUT"
+MAX_TIMEOUT = 600.0
 MIN_RATE = 256 << 10         # bytes a second an exchange must keep up beyond its grace
 CHUNK = 16 << 10
 RETRIES = 3
@@ -81,6 +86,21 @@ def clean(text: object) -> str:
         o = ord(m.group())
         return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
     return _CONTROL.sub(escape, str(text))
+
+
+def timeout_setting() -> float:
+    """The grace per exchange: TCPRTT_REGISTRY_TIMEOUT if set, else TIMEOUT."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if text is None or text == "":
+        return TIMEOUT
+    try:
+        value = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_TIMEOUT:
+        raise UsageError(f"{TIMEOUT_ENV}={clean(repr(text)[:80])}: not a number of seconds "
+                         f"above 0 and at most {MAX_TIMEOUT:g}")
+    return value
 
 
 def fault(message: str) -> RegistryError:
@@ -400,11 +420,11 @@ class Client:
     """One registry, one repository; every call bounded in time and retries."""
 
     def __init__(self, ref: Reference, *, insecure: bool = False, ca_file: str | None = None,
-                 credentials: Credentials | None = None, timeout: float = TIMEOUT,
-                 retries: int = RETRIES):
+                 credentials: Credentials | None = None, timeout: float | None = None,
+                 retries: int | None = None):
         self.ref = ref
-        self.timeout = timeout
-        self.retries = max(1, retries)
+        self.timeout = timeout_setting() if timeout is None else timeout
+        self.retries = max(1, RETRIES if retries is None else retries)
         self._verify: bool | str = _check_ca_file(ca_file) if ca_file else True
         self._given = credentials or Credentials.from_env()
         self._looked_up = False

@@ -18,6 +18,14 @@ no thread per connection, so neither slow nor idle clients can tie it up:
 The response is what prometheus_client's MetricsHandler serves: any path,
 ``Accept`` chooses the text or OpenMetrics format, ``name[]`` restricts the
 series, ``Accept-Encoding: gzip`` compresses; one request per connection.
+
+With a web configuration (``--web-config``, runner.webconfig) accepted
+connections are wrapped in TLS and handshaken in the same event loop, under
+the same request deadline, and a request is served only with an
+``Authorization`` that matches ``basic_auth_users``; otherwise it gets 401
+and ``WWW-Authenticate: Basic``. bcrypt runs on a thread of its own, so a
+slow hash never holds up the loop, and a (user, password) pair costs one
+bcrypt however often it is sent.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import queue
 import resource
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -176,7 +186,8 @@ class _Generation:
 
 
 class _Conn:
-    __slots__ = ("sock", "state", "inbuf", "started", "deadline", "out", "progress", "events")
+    __slots__ = ("sock", "state", "inbuf", "started", "deadline", "out", "progress", "events",
+                 "handshaking", "authorized")
 
     READING, WAITING, WRITING, CLOSED = range(4)
 
@@ -189,6 +200,8 @@ class _Conn:
         self.out: deque = deque()
         self.progress = now
         self.events = 0  # what the selector watches this socket for
+        self.handshaking = isinstance(sock, ssl.SSLSocket)  # TLS handshake not done yet
+        self.authorized = False  # basic auth passed (or not asked for)
 
 
 def _connection_bound(wanted: int) -> int:
@@ -209,8 +222,17 @@ class Exporter:
     def __init__(self, tracer: LibbpfTracer, listen: tuple[str, int], label: str | None, *,
                  request_timeout: float = REQUEST_TIMEOUT,
                  response_timeout: float = RESPONSE_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS, backlog: int = LISTEN_BACKLOG):
+                 max_connections: int = MAX_CONNECTIONS, backlog: int = LISTEN_BACKLOG,
+                 web_config=None):
         self.collector = Collector(tracer, label)
+        self.web_config = web_config  # runner.webconfig.WebConfig or None
+        self._tls = web_config.tls if web_config is not None else None
+        self._auth = web_config.auth if web_config is not None else None
+        self._extra_head = "".join(f"{name}: {value}\r\n" for name, value
+                                   in (web_config.headers if web_config else ())).encode()
+        self._auth_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._authed: deque = deque()    # (conn, head, verdict) from the auth thread
+        self._auth_thread: threading.Thread | None = None
         self.request_timeout = request_timeout
         self.response_timeout = response_timeout
         self.max_connections = _connection_bound(max_connections)
@@ -242,10 +264,17 @@ class Exporter:
                                        daemon=True)
         self.thread.start()
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self._tls is not None else "http"
+
     def close(self) -> None:
         self._stop = True
         self._wake()
         self.thread.join(timeout=5)
+        if self._auth_thread is not None:
+            self._auth_queue.put(None)
+            self._auth_thread.join(timeout=5)
         if not self.thread.is_alive():
             for conn in list(self._conns.values()):
                 self._drop(conn)
@@ -280,6 +309,7 @@ class Exporter:
                     elif conn.state == _Conn.WRITING:
                         self._write(conn)
             self._finish_renders()
+            self._finish_auth()
             now = time.monotonic()
             if self._paused_until and now >= self._paused_until:
                 self._paused_until = 0.0
@@ -333,6 +363,13 @@ class Exporter:
                     continue
                 raise
             sock.setblocking(False)
+            if self._tls is not None:
+                try:
+                    sock = self._tls.wrap_socket(sock, server_side=True,
+                                                 do_handshake_on_connect=False)
+                except OSError:
+                    sock.close()
+                    continue
             conn = _Conn(sock, time.monotonic(), self.request_timeout)
             self._conns[sock.fileno()] = conn
             self._watch(conn, selectors.EVENT_READ)
@@ -394,10 +431,41 @@ class Exporter:
 
     # One connection -----------------------------------------------------------
 
+    def _handshake(self, conn: _Conn) -> bool:
+        """Advance the TLS handshake; True once it is done and the client
+        may send its request."""
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(conn, selectors.EVENT_READ)
+            return False
+        except ssl.SSLWantWriteError:
+            self._watch(conn, selectors.EVENT_WRITE)
+            return False
+        except OSError:  # refused certificate, wrong protocol, reset: no response
+            self._drop(conn)
+            return False
+        if not self.web_config.peer_allowed(conn.sock):
+            self._drop(conn)
+            return False
+        conn.handshaking = False
+        self._watch(conn, selectors.EVENT_READ)
+        return True
+
     def _read(self, conn: _Conn) -> None:
+        if conn.handshaking and not self._handshake(conn):
+            return
         try:
             data = conn.sock.recv(8192)
-        except BlockingIOError:
+            # TLS may hold decrypted bytes that the selector will not report.
+            while isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending() \
+                    and len(data) <= MAX_HEAD:
+                data += conn.sock.recv(8192)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            self._watch(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(conn, selectors.EVENT_WRITE)
             return
         except OSError:
             self._drop(conn)
@@ -405,6 +473,7 @@ class Exporter:
         if not data:
             self._drop(conn)
             return
+        self._watch(conn, selectors.EVENT_READ)
         conn.inbuf += data
         end = conn.inbuf.find(b"\r\n\r\n")
         if end < 0:
@@ -424,15 +493,18 @@ class Exporter:
             self._respond(conn, _plain("400 Bad Request", "bad request line\n"))
             return
         method, target, _ = words
-        if method != "GET":
-            self._respond(conn, _plain("501 Not Implemented",
-                                       f"unsupported method {method!r}\n"))
-            return
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
             if sep:
                 headers.setdefault(name.strip().lower(), value.strip())
+        if self._auth is not None and not conn.authorized \
+                and not self._authorize(conn, head, headers.get("authorization")):
+            return
+        if method != "GET":
+            self._respond(conn, _plain("501 Not Implemented",
+                                       f"unsupported method {method!r}\n"))
+            return
         encoder, content_type = choose_encoder(headers.get("accept"))
         params = parse_qs(urlparse(target).query)
         names = tuple(sorted(set(params["name[]"]))) if "name[]" in params else None
@@ -450,12 +522,68 @@ class Exporter:
         elif joined is not None:
             self._respond(conn, joined)
 
+    # Basic authentication ---------------------------------------------------
+
+    def _authorize(self, conn: _Conn, head: bytes, header: str | None) -> bool:
+        """True when the request may be served now. Otherwise it has been
+        answered with 401, or waits for the auth thread's bcrypt."""
+        verdict = self._auth.cached(header)
+        if verdict is None:
+            conn.state = _Conn.WAITING
+            self._watch(conn, 0)
+            if self._auth_thread is None:
+                self._auth_thread = threading.Thread(target=self._check_auth,
+                                                     name="tcprtt-auth", daemon=True)
+                self._auth_thread.start()
+            self._auth_queue.put((conn, head, header))
+            return False
+        if not verdict:
+            self._unauthorized(conn)
+            return False
+        conn.authorized = True
+        return True
+
+    def _unauthorized(self, conn: _Conn) -> None:
+        self._respond(conn, _Response("401 Unauthorized",
+                                      [("Content-Type", "text/plain; charset=utf-8"),
+                                       ("WWW-Authenticate", "Basic")], b"Unauthorized\n"))
+
+    def _check_auth(self) -> None:
+        """The auth thread: bcrypt, one request at a time, off the event loop."""
+        while True:
+            item = self._auth_queue.get()
+            if item is None or self._stop:
+                return
+            conn, head, header = item
+            if conn.state != _Conn.WAITING:  # dropped meanwhile
+                continue
+            try:
+                verdict = self._auth.check(header)
+            except Exception:  # never serve on an error
+                verdict = False
+            self._authed.append((conn, head, verdict))
+            self._wake()
+
+    def _finish_auth(self) -> None:
+        while self._authed:
+            conn, head, verdict = self._authed.popleft()
+            if conn.state != _Conn.WAITING:
+                continue
+            if verdict:
+                conn.authorized = True
+                self._request(conn, head)
+            else:
+                self._unauthorized(conn)
+
     def _respond(self, conn: _Conn, response: _Response) -> None:
         conn.state = _Conn.WRITING
         now = time.monotonic()
         conn.deadline = now + self.response_timeout
         conn.progress = now
-        conn.out.extend((memoryview(response.head), memoryview(response.body)))
+        head = response.head
+        if self._extra_head:  # the web configuration's headers
+            head = head[:-2] + self._extra_head + b"\r\n"
+        conn.out.extend((memoryview(head), memoryview(response.body)))
         self._write(conn)
 
     def _write(self, conn: _Conn) -> None:
@@ -472,14 +600,22 @@ class Exporter:
                     out[0] = buf[sent:]
                     break
                 out.popleft()
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):
             pass
+        except ssl.SSLWantReadError:
+            self._watch(conn, selectors.EVENT_READ)
+            return
         except OSError:
             self._drop(conn)
             return
         if out:
             self._watch(conn, selectors.EVENT_WRITE)
             return
+        if isinstance(conn.sock, ssl.SSLSocket):
+            try:
+                conn.sock.unwrap()  # close_notify; the peer's answer is not awaited
+            except (OSError, ValueError):
+                pass
         self._linger(conn.sock)
         self._drop(conn)
 

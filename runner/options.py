@@ -56,6 +56,9 @@ def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     add_registry_flags(parser)
     parser.add_argument("--prometheus", metavar="[ADDR:]PORT",
                         help="serve /metrics for Prometheus (loopback unless ADDR is given)")
+    parser.add_argument("--web-config", dest="web_config", metavar="FILE",
+                        help="TLS and basic auth for --prometheus: a web configuration file "
+                             "in the Prometheus exporter-toolkit's format")
     parser.add_argument("--image", metavar="REFERENCE",
                         help="pull tcprtt from an OCI registry (or the cache) and run it")
     parser.add_argument("--max-keys", dest="max_keys", metavar="N",
@@ -167,6 +170,7 @@ class Options:
     package: str | None = None
     image: str | None = None
     prometheus: tuple[str, int] | None = None
+    web_config: object | None = None  # runner.webconfig.WebConfig
     registry: RegistryOptions | None = None
     max_keys: int | None = None
     verbose: bool = False
@@ -243,8 +247,18 @@ def from_namespace(ns: argparse.Namespace) -> Options:
                    ipv4=bool(given.get("ipv4")), ipv6=bool(given.get("ipv6")),
                    json=ns.json, attach=ns.attach, backend=ns.backend, package=ns.package,
                    image=ns.image, registry=registry_options(ns),
-                   prometheus=_listen(ns.prometheus),
+                   prometheus=_listen(ns.prometheus), web_config=_web_config(ns),
                    max_keys=max_keys, verbose=ns.verbose, traceback=ns.traceback)
+
+
+def _web_config(ns: argparse.Namespace):
+    path = getattr(ns, "web_config", None)
+    if path is None:
+        return None
+    if ns.prometheus is None:
+        raise UsageError("--web-config needs --prometheus")
+    from .webconfig import load
+    return load(path)
 
 
 def _listen(text: str | None) -> tuple[str, int] | None:

@@ -283,10 +283,12 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
             from .exporter import Exporter
             label = {"Local Address": "local_address",
                      "Remote Address": "remote_address"}.get(opts.label)
-            exporter = Exporter(tracer, opts.prometheus, label)  # type: ignore[arg-type]
+            exporter = Exporter(tracer, opts.prometheus, label,  # type: ignore[arg-type]
+                                web_config=opts.web_config)
             host, port = exporter.address[:2]
             shown = f"[{host}]" if ":" in host else host
-            print(f"tcprtt: serving metrics on http://{shown}:{port}/metrics", file=err)
+            print(f"tcprtt: serving metrics on {exporter.scheme}://{shown}:{port}/metrics",
+                  file=err)
 
             def emit(hists, when):  # the metrics are the output
                 return None

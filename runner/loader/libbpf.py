@@ -10,6 +10,7 @@ import collections
 import ctypes
 import os
 import platform
+import threading
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -60,13 +61,10 @@ RING_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 PERF_SAMPLE_FN = CFUNCTYPE(None, c_void_p, c_int, c_void_p, c_uint32)
 PERF_LOST_FN = CFUNCTYPE(None, c_void_p, c_int, c_uint64)
 
-# The last few warnings libbpf printed, to put beside an errno in an error.
-_messages: collections.deque[str] = collections.deque(maxlen=20)
-
-
 # libbpf's own error codes, from 4000 on (enum libbpf_errno in libbpf.h),
 # with the words libbpf_strerror() has for them: os.strerror() knows none.
 LIBBPF_ERRNO_START = 4000
+ENOTSUPP = 524  # the kernel's own errno, which user space headers lack
 LIBBPF_ERRNOS = (
     ("LIBELF", "Something wrong in libelf"),
     ("FORMAT", "BPF object format invalid"),
@@ -87,6 +85,8 @@ LIBBPF_ERRNOS = (
 
 def strerror(err: int) -> str:
     """Words for an errno, or for one of libbpf's own codes (named too)."""
+    if err == ENOTSUPP:
+        return "Operation not supported (ENOTSUPP)"
     index = err - LIBBPF_ERRNO_START
     if 0 <= index < len(LIBBPF_ERRNOS):
         name, words = LIBBPF_ERRNOS[index]
@@ -123,6 +123,8 @@ _SIGNATURES = {
     "bpf_program__name": (c_char_p, [c_void_p], None),
     "bpf_program__section_name": (c_char_p, [c_void_p], None),
     "bpf_program__fd": (c_int, [c_void_p], None),
+    "bpf_program__type": (c_int, [c_void_p], None),
+    "libbpf_bpf_prog_type_str": (c_char_p, [c_int], None),
     "bpf_program__attach": (c_void_p, [c_void_p], _check_ptr),
     "bpf_link__destroy": (c_int, [c_void_p], None),
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p], None),
@@ -177,28 +179,82 @@ class Lib:
         return f"{self.libbpf_major_version()}.{self.libbpf_minor_version()}"
 
 
-_vsnprintf = None
-if platform.machine() == "x86_64":
-    # On x86-64 a va_list is passed as a pointer, so libc can format it.
-    _libc = ctypes.CDLL(None)
-    _vsnprintf = _libc.vsnprintf
-    _vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
-    _vsnprintf.restype = c_int
+# libbpf's messages (print callback), formatted in full. A va_list reaches
+# the callback as one machine word on both architectures tcprtt ships for,
+# so ctypes takes it as a c_void_p and hands vsnprintf the same kind of word:
+#  - x86_64: va_list is __va_list_tag[1] (24 bytes); as an argument the array
+#    decays to a pointer to libbpf's own tag.
+#  - aarch64 (AAPCS64): va_list is a 32-byte struct; a composite over 16
+#    bytes is passed as a pointer to a copy the caller made.
+# Formatting consumes a va_list, so each pass gets its own copy of those 24
+# or 32 bytes, as va_copy does on both (a plain struct copy): one pass sizes
+# the text, a second one formats a message that the first buffer could not
+# hold. What was verified where: on x86_64 (this project's test machines),
+# messages with string, integer and floating-point arguments, of any length,
+# formatted through a real C caller (tests/test_diagnostics.py); for aarch64,
+# clang -target aarch64-linux-gnu shows sizeof(va_list) == 32 and a C
+# callback that forwards its va_list copying those 32 bytes and passing
+# their address (also a test), but no run on an arm64 machine yet. Elsewhere
+# the word is passed through once, into a fixed buffer.
+VA_LIST_SIZES = {"x86_64": 24, "aarch64": 32}
+_VA_LIST_SIZE = VA_LIST_SIZES.get(platform.machine())
+FIRST_PASS = 1024
+UNSIZED_BUFFER = 8192
+MAX_MESSAGES = 1000  # per thread, between two calls of recent_messages()
+LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
+
+_libc = ctypes.CDLL(None)
+_vsnprintf = _libc.vsnprintf
+_vsnprintf.argtypes = [c_void_p, c_size_t, c_char_p, c_void_p]
+_vsnprintf.restype = c_int
+
+# Messages go to the thread that made the libbpf call: libbpf calls the
+# callback in that thread, and two threads loading at once keep theirs apart.
+_local = threading.local()
 
 
-def _collect(level: int, fmt: bytes, args: int) -> int:
-    if level > 1 or _vsnprintf is None:  # 0 warn, 1 info, 2 debug
+def _thread_messages() -> collections.deque[str]:
+    messages = getattr(_local, "messages", None)
+    if messages is None:
+        messages = _local.messages = collections.deque(maxlen=MAX_MESSAGES)
+    return messages
+
+
+def format_message(fmt: bytes, args: int | None) -> str:
+    """``fmt`` with the arguments of the va_list ``args`` points at (see above)."""
+    if _VA_LIST_SIZE is None:
+        buf = ctypes.create_string_buffer(UNSIZED_BUFFER)
+        _vsnprintf(buf, len(buf), fmt, args)
+        return buf.value.decode("utf-8", "replace")
+    state = ctypes.string_at(args, _VA_LIST_SIZE) if args else bytes(_VA_LIST_SIZE)
+    copy = ctypes.create_string_buffer(state, _VA_LIST_SIZE)
+    buf = ctypes.create_string_buffer(FIRST_PASS)
+    need = _vsnprintf(buf, len(buf), fmt, ctypes.addressof(copy))
+    if need >= len(buf):
+        copy = ctypes.create_string_buffer(state, _VA_LIST_SIZE)
+        buf = ctypes.create_string_buffer(need + 1)
+        _vsnprintf(buf, len(buf), fmt, ctypes.addressof(copy))
+    return buf.value.decode("utf-8", "replace")
+
+
+def _collect(level: int, fmt: bytes | None, args: int | None) -> int:
+    # What libbpf prints when no callback is set: warnings and notes, not debug.
+    if level > LIBBPF_INFO or not fmt:
         return 0
-    buf = ctypes.create_string_buffer(512)
-    _vsnprintf(buf, len(buf), fmt, args)
-    _messages.append(buf.value.decode("utf-8", "replace").strip())
+    try:
+        text = format_message(fmt, args).rstrip("\n")
+    except Exception:  # a callback must not raise into C
+        text = fmt.decode("utf-8", "replace").rstrip("\n")
+    _thread_messages().append(text)
     return 0
 
 
 def recent_messages() -> list[str]:
-    """libbpf's own warnings since the last call, oldest first."""
-    out = list(_messages)
-    _messages.clear()
+    """Every message libbpf printed in this thread since the last call
+    (warnings and notes, in full, oldest first), and a fresh start."""
+    messages = _thread_messages()
+    out = list(messages)
+    messages.clear()
     return out
 
 

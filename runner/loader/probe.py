@@ -9,27 +9,221 @@ from __future__ import annotations
 import ctypes
 import errno as errno_mod
 import os
+import platform
+import re
+import tempfile
 from ctypes import c_size_t, c_uint32
+from pathlib import Path
 
-from .. import features
-from ..errors import KernelError
+from .. import capabilities, features
+from ..errors import KernelError, KernelUnsupported, VerifierRefused
 from ..package import HistMap, Package
 from . import libbpf
 
 VERIFIER_LOG_SIZE = 1 << 20
-VERIFIER_LINES = 2
 # Entries fetched by one batched lookup; bounded so the buffers stay small.
 BATCH = 4096
 BATCH_BYTES = 1 << 20  # keys and values that one batched lookup fetches, at most
 # Sections libbpf attaches through a perf event whose id it reads in tracefs.
 TRACEPOINT_SECTIONS = ("tracepoint/", "tp/")
 
+# -- diagnostics: what a failed load or attach says, in full and in one line
 
-def _shorten_log(log: str) -> str:
-    """The verifier's last words: the instruction and why it was refused."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()
-             and not line.startswith(("processed ", "verification time", "stack depth"))]
-    return " | ".join(lines[-VERIFIER_LINES:])
+ENOTSUPP = libbpf.ENOTSUPP
+LOG_DIR_NAME = "tcprtt"
+LOG_PREFIXES = ("verifier-", "libbpf-")
+LOG_FILES_KEPT = 20  # a directory keeps this user's newest logs, no more
+
+# Verifier lines that say the kernel lacks something the program uses
+# (a helper, a kfunc, an instruction, a type or field in its BTF), as
+# opposed to the verifier refusing what the program does with what exists.
+_LACKING = re.compile(
+    r"unknown func |invalid func unknown#|program of this type cannot use helper"
+    r"|calling kernel function .* is not allowed|kernel function .* is not (allowed|supported)"
+    r"|cannot call kernel function|kfunc .* (is not|not) (allowed|supported|found)"
+    r"|calling kernel functions are not allowed|JIT does not support|JIT doesn't support"
+    r"|unknown opcode|failed to resolve CO-RE relocation|<invalid CO-RE relocation>"
+    r"|<invalid kfunc call>|<invalid BPF map reference>|attach_btf_id .* is not"
+    r"|is not supported|not supported by",
+    re.IGNORECASE)
+CAUSE_LINES = 3  # the verifier's last lines, where it says why it stopped
+CAUSE_WORDS = 2  # of those, the lines that the one-line error quotes
+# libbpf notes that say the same when the kernel never got to verify.
+_LACKING_NOTES = re.compile(
+    r"failed to find kernel BTF type ID|BTF is required, but is missing"
+    r"|failed to find valid kernel BTF|kernel doesn't support|not supported by (the )?kernel"
+    r"|failed to resolve CO-RE relocation|failed to find BTF for extern",
+    re.IGNORECASE)
+# The verifier's closing statistics, which name no cause.
+_STATS = ("processed ", "verification time", "stack depth", "max_states_per_insn",
+          "peak_states", "mark_read")
+
+# errnos that, with nothing in the verifier log, say the kernel lacks the
+# program type, an attribute, or the attach target.
+_LOAD_LACKING = {errno_mod.EINVAL, errno_mod.E2BIG, errno_mod.ESRCH, errno_mod.ENOENT,
+                 errno_mod.EOPNOTSUPP, ENOTSUPP}
+_ATTACH_LACKING = {errno_mod.ENOENT, errno_mod.EINVAL, errno_mod.ESRCH, errno_mod.ENODEV,
+                   errno_mod.EOPNOTSUPP, ENOTSUPP, errno_mod.E2BIG}
+LIBBPF_ERRNO_PROGTYPE = 4010
+LIBBPF_ERRNO_VERIFY = 4007
+LIBBPF_ERRNO_PROG2BIG = 4008
+
+
+def _meaningful(log: str) -> list[str]:
+    return [line.strip() for line in log.splitlines() if line.strip()
+            and not line.startswith(_STATS)]
+
+
+_INSTRUCTION = re.compile(r"\d+: |;")
+
+
+def verifier_cause(log: str) -> str:
+    """The verifier's last words, which say why (cilium/ebpf's VerifierError
+    shows the last line): the lines after the last instruction it walked,
+    two at most, without the closing statistics."""
+    lines = _meaningful(log)
+    cause: list[str] = []
+    for line in reversed(lines):
+        if _INSTRUCTION.match(line) or len(cause) == CAUSE_WORDS:
+            break
+        cause.insert(0, line)
+    return "; ".join(cause) or (lines[-1] if lines else "")
+
+
+def _lacking_line(text: str, pattern: re.Pattern) -> str | None:
+    for line in reversed(text.splitlines()):
+        if pattern.search(line):
+            return line.strip()
+    return None
+
+
+def classify(stage: str, err: int, log: str, notes: list[str],
+             missing_types: list[str] = ()) -> tuple[type[KernelError], str]:
+    """(the error class, why in a few words) of a failed ``stage`` ("load"
+    or "attach") with errno ``err``, the verifier's ``log``, libbpf's
+    ``notes`` and the program types the kernel lacks."""
+    if stage == "open":  # the object itself: a package's fault, not the kernel's
+        return KernelError, ""
+    if err in (errno_mod.EOPNOTSUPP, ENOTSUPP):
+        return KernelUnsupported, ""
+    if stage == "attach":
+        return (KernelUnsupported if err in _ATTACH_LACKING else KernelError), ""
+    if missing_types:
+        return KernelUnsupported, f"no {' or '.join(missing_types)} programs"
+    if err == LIBBPF_ERRNO_PROGTYPE:
+        return KernelUnsupported, "no such program type"
+    if log.strip():
+        line = _lacking_line("\n".join(_meaningful(log)[-CAUSE_LINES:]), _LACKING)
+        if line is not None:
+            return KernelUnsupported, line
+        return VerifierRefused, verifier_cause(log)
+    note = _lacking_line("\n".join(notes), _LACKING_NOTES)
+    if note is not None:
+        return KernelUnsupported, note.removeprefix("libbpf: ")
+    if err in (LIBBPF_ERRNO_VERIFY, LIBBPF_ERRNO_PROG2BIG):
+        return VerifierRefused, libbpf.strerror(err)
+    if err in _LOAD_LACKING:
+        return KernelUnsupported, libbpf.strerror(err)
+    return KernelError, ""
+
+
+def _log_dirs() -> list[Path]:
+    dirs = []
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        dirs.append(Path(runtime) / LOG_DIR_NAME)
+    dirs.append(Path("/run") / LOG_DIR_NAME)
+    return dirs
+
+
+def _own_dir(path: Path) -> bool:
+    """``path`` made if missing (mode 0700); a directory of this user's, not
+    a link, that no one else may write in."""
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    import stat
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+            and not st.st_mode & 0o022)
+
+
+def _prune(directory: Path, prefix: str) -> None:
+    """Keep this user's newest LOG_FILES_KEPT logs in ``directory``."""
+    try:
+        entries = []
+        for entry in os.scandir(directory):
+            name = entry.name
+            if name.endswith(".log") and any(name.startswith(prefix + p) for p in LOG_PREFIXES):
+                st = entry.stat(follow_symlinks=False)
+                if st.st_uid == os.geteuid():
+                    entries.append((st.st_mtime_ns, entry.path))
+        entries.sort(reverse=True)
+        for _, path in entries[LOG_FILES_KEPT:]:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_log(text: str, kind: str) -> str | None:
+    """``text`` in a new file of mode 0600 named ``kind-PID-xxxx.log``, in
+    $XDG_RUNTIME_DIR/tcprtt, /run/tcprtt, or else the temporary directory;
+    its path, or None when nowhere could take it."""
+    places = [(d, "") for d in _log_dirs() if _own_dir(d)]
+    places.append((Path(tempfile.gettempdir()), "tcprtt-"))
+    for directory, prefix in places:
+        try:
+            fd, path = tempfile.mkstemp(prefix=f"{prefix}{kind}-{os.getpid()}-",
+                                        suffix=".log", dir=directory)
+        except OSError:
+            continue
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            continue
+        _prune(directory, prefix)
+        return path
+    return None
+
+
+def diagnose(message: str, exc: libbpf.LibbpfError, stage: str, notes: list[str],
+             log: str = "", missing_types: list[str] = ()) -> KernelError:
+    """The error for a failed load or attach: one line naming the cause and
+    the file that holds the whole log; the log itself on the error too."""
+    err = exc.errno
+    cls, why = classify(stage, err, log, notes, missing_types)
+    reason = exc.args[0].split(": ", 1)[-1]
+    if log.strip():
+        line = f"{message} (verifier: {verifier_cause(log)}): {reason}"
+    else:
+        line = f"{message}: {reason}"
+        if notes and not why:  # libbpf's first word, unless the cause is known
+            line += f" (libbpf: {notes[0].removeprefix('libbpf: ')})"
+    if cls is not KernelError:
+        line += f": {cls.kind}" + (f" ({why})" if why and why not in line else "")
+    text = ""
+    path = None
+    if log.strip() or notes:
+        parts = [f"tcprtt: {line}",
+                 f"errno: {err} {errno_mod.errorcode.get(err, '')} ({libbpf.strerror(err)}); "
+                 f"class: {cls.__name__}",
+                 f"kernel: {platform.release()} {platform.machine()}; "
+                 f"libbpf {libbpf.load_library().version}"]
+        if notes:
+            parts += ["-- libbpf messages --", *notes]
+        if log.strip():
+            parts += ["-- verifier log --", log.rstrip("\n")]
+        text = "\n".join(parts) + "\n"
+        path = write_log(text, "verifier" if log.strip() else "libbpf")
+        if path is not None:
+            line += f" ({'verifier' if log.strip() else 'libbpf'} log: {path})"
+    return cls(line, err, log=text, log_path=path)
 
 
 class LoadedProbe:
@@ -52,7 +246,8 @@ class LoadedProbe:
         try:
             self._obj = self._lib.bpf_object__open_mem(obj, len(obj), ctypes.byref(opts))
         except libbpf.LibbpfError as exc:
-            raise self._error(f"{package.source}: libbpf cannot open the object", exc) from None
+            raise self._error(f"{package.source}: libbpf cannot open the object", exc,
+                              "open") from None
         try:
             self._maps = self._collect_maps()
             if rodata:
@@ -63,20 +258,40 @@ class LoadedProbe:
             try:
                 self._lib.bpf_object__load(self._obj)
             except libbpf.LibbpfError as exc:
-                log = _shorten_log(self._log.value.decode("utf-8", "replace"))
-                detail = f" (verifier: {log})" if log else ""
-                raise self._error(f"{package.source}: the kernel refused to load it{detail}",
-                                  exc) from None
+                raise self._load_error(exc) from None
         except BaseException:
             self.close()
             raise
 
     @staticmethod
-    def _error(message: str, exc: libbpf.LibbpfError) -> KernelError:
-        notes = [m.removeprefix("libbpf: ") for m in libbpf.recent_messages() if m]
-        reason = exc.args[0].split(": ", 1)[-1]
-        extra = f" (libbpf: {notes[0]})" if notes else ""
-        return KernelError(f"{message}: {reason}{extra}", exc.errno)
+    def _error(message: str, exc: libbpf.LibbpfError, stage: str = "attach") -> KernelError:
+        """The error for a failed open or attach, with every libbpf message
+        since the last ``libbpf.recent_messages()``."""
+        notes = [m for m in libbpf.recent_messages() if m]
+        return diagnose(message, exc, stage, notes)
+
+    def _load_error(self, exc: libbpf.LibbpfError) -> KernelError:
+        notes = [m for m in libbpf.recent_messages() if m]
+        log = self._log.value.decode("utf-8", "replace")
+        missing = []
+        if not log.strip() and not (exc.errno == errno_mod.EPERM and capabilities.missing()):
+            # Nothing verified: ask the kernel whether it has the program
+            # types at all (a refusal for want of capabilities is not that).
+            missing = self._missing_program_types()
+        return diagnose(f"{self.package.source}: the kernel refused to load it", exc, "load",
+                        notes, log, missing)
+
+    def _missing_program_types(self) -> list[str]:
+        missing = []
+        for handle, _, _ in self.programs():
+            ptype = self._lib.bpf_program__type(handle)
+            if self._lib.libbpf_probe_bpf_prog_type(ptype, None) == 0:
+                name = self._lib.libbpf_bpf_prog_type_str(ptype)
+                name = name.decode() if name else f"type {ptype}"
+                if name not in missing:
+                    missing.append(name)
+        libbpf.recent_messages()  # the probes' own messages are not the load's
+        return missing
 
     def _collect_maps(self) -> dict[str, int]:
         maps = {}

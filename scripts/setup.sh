@@ -6,7 +6,8 @@
 # Usage: scripts/setup.sh [--test] [--no-link]
 #   --test     add what the tests and benchmarks use (compiler, the wasm32-wasi
 #              toolchain, bpftool, iperf3, docker-registry, skopeo, prometheus,
-#              bpftrace, the workflow linter)
+#              bpftrace, the workflow linter, podman, runc and mmdebstrap for
+#              the container image)
 #   --no-link  leave /usr/local/bin alone
 set -eu
 cd "$(dirname "$0")/.."
@@ -42,6 +43,9 @@ if [ -n "$TEST" ]; then
     PACKAGES="$PACKAGES clang llvm libbpf-dev bpftool make iperf3 $SERVICES bpftrace skopeo"
     # tcprtt.wasm: clang for wasm32-wasi, its C library, linker and runtime.
     PACKAGES="$PACKAGES clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32"
+    # The container image test: a base made by mmdebstrap, built and run by
+    # podman with runc (crun refuses hybrid cgroup hierarchies).
+    PACKAGES="$PACKAGES podman runc mmdebstrap"
     command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
 fi
 

@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,7 @@ def test_classes_from_errno_and_log():
 
 def test_logs_go_to_the_temporary_directory_when_no_other_will_do(tmp_path, monkeypatch):
     monkeypatch.setattr(probe, "_log_dirs", lambda: [tmp_path / "missing" / "deeper"])
-    monkeypatch.setattr(probe.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     path = Path(probe.write_log("a\nb\n", "verifier"))
     assert path.parent == tmp_path and path.name.startswith(f"tcprtt-verifier-{os.getpid()}-")
     assert path.read_text() == "a\nb\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -181,7 +182,7 @@ def test_a_directory_others_may_write_in_is_not_used(tmp_path, monkeypatch):
     shared.mkdir()
     shared.chmod(0o777)
     monkeypatch.setattr(probe, "_log_dirs", lambda: [shared])
-    monkeypatch.setattr(probe.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     assert Path(probe.write_log("x\n", "libbpf")).parent == tmp_path
 
 

@@ -11,7 +11,7 @@ import errno as errno_mod
 import os
 import platform
 import re
-import tempfile
+import stat
 from ctypes import c_size_t, c_uint32
 from pathlib import Path
 
@@ -144,7 +144,6 @@ def _own_dir(path: Path) -> bool:
         st = os.lstat(path)
     except OSError:
         return False
-    import stat
     return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
             and not st.st_mode & 0o022)
 
@@ -170,6 +169,7 @@ def write_log(text: str, kind: str) -> str | None:
     """``text`` in a new file of mode 0600 named ``kind-PID-xxxx.log``, in
     $XDG_RUNTIME_DIR/tcprtt, /run/tcprtt, or else the temporary directory;
     its path, or None when nowhere could take it."""
+    import tempfile  # only when something failed
     places = [(d, "") for d in _log_dirs() if _own_dir(d)]
     places.append((Path(tempfile.gettempdir()), "tcprtt-"))
     for directory, prefix in places:

@@ -278,7 +278,21 @@ def test_a_linked_tag_file_is_not_read(tmp_path):
     with pytest.raises(RegistryError) as raised:
         cache.read(release.layer_digest)
     assert "symbolic link" in str(raised.value) and "TOPSECRET" not in str(raised.value)
+    # Pulling again puts a file where the link was, and leaves its target alone.
+    with serve(release.answer) as server:
+        pulled = registry.pull(client(server.address), cache, ARCH)
+    assert pulled.packages["raw_tp"] == blob and not blob.is_symlink()
+    assert blob.read_bytes() == release.layer
     assert secret.read_text() == "TOPSECRET-4b1d"
+    # A FIFO in a file's place is not opened to wait on.
+    os.mkfifo(blob.with_name("fifo"))
+    blob.unlink()
+    os.rename(blob.with_name("fifo"), blob)
+    with pytest.raises(RegistryError, match="not a regular file"):
+        cache.read(release.layer_digest)
+    tag_file.unlink()
+    os.mkfifo(tag_file)
+    assert cache.get_ref(ref) is None
 
 
 @pytest.mark.parametrize("linked", ["tcprtt", "tcprtt/blobs", "tcprtt/blobs/sha256",
@@ -380,15 +394,16 @@ def test_control_characters_from_a_server_are_escaped(tmp_path, case, monkeypatc
 # -- item 6: a dripping registry, and what a killed pull leaves -------------------------------
 
 GRACE = 1.0  # seconds per exchange, through the environment variable the client documents
+DRIP = GRACE / 4  # a byte well within any per-read timeout: only a total deadline ends it
 
 
-def _drip(release: Release, where: str):
-    """The release, with the answers to paths that start with ``where``
-    (the API check if it is /v2/) sent a byte a second."""
+def _drip(release: Release, where: str, every: float = DRIP):
+    """The release, with the answers to paths that hold ``where`` (the API
+    check alone if it is /v2/) sent a byte every ``every`` seconds."""
     def app(seen: Seen) -> Answer:
         answer = release.answer(seen)
         if seen.path == where or (where != "/v2/" and where in seen.path):
-            answer.drip = 1.0
+            answer.drip = every
         return answer
     return app
 
@@ -402,7 +417,7 @@ def test_a_dripping_registry_is_cut_off_by_the_deadline(tmp_path, command, where
                                                           else [])
         started = time.monotonic()
         ran = tcprtt(*args, cache=tmp_path, env={"TCPRTT_REGISTRY_TIMEOUT": str(GRACE)},
-                     timeout=50)
+                     timeout=40)
         took = time.monotonic() - started
         dripped = [s for s in server.seen if where in s.path]
     line = one_line(ran, 1)
@@ -412,6 +427,24 @@ def test_a_dripping_registry_is_cut_off_by_the_deadline(tmp_path, command, where
     # is tried RETRIES times at most, with the delays between.
     bound = oci.RETRIES * (GRACE + 0.5) + oci.RETRY_DELAY * (2 ** oci.RETRIES) + 10
     assert GRACE <= took < bound, (took, bound)
+
+
+def test_the_default_deadline_is_the_module_constant(tmp_path, monkeypatch):
+    """Unset, the grace is oci.TIMEOUT, read when a client is made: a
+    registry that drips a byte a second is cut off after it, once per try."""
+    monkeypatch.delenv(oci.TIMEOUT_ENV, raising=False)
+    monkeypatch.setattr(oci, "TIMEOUT", GRACE)
+    monkeypatch.setattr(oci, "RETRY_DELAY", 0.0)
+    release = Release()
+    with serve(_drip(release, "/manifests/", every=1.0)) as server:
+        c = client(server.address)
+        assert c.timeout == GRACE
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match=r"manifest 1: failed after 3 tries \(timed out\)"):
+            registry.pull(c, registry.Cache(tmp_path / "cache"), ARCH)
+        took = time.monotonic() - started
+        assert len([s for s in server.seen if "/manifests/" in s.path]) == oci.RETRIES
+    assert oci.RETRIES * GRACE <= took < oci.RETRIES * (GRACE + 0.5), took
 
 
 def test_a_bad_timeout_setting_is_one_line(tmp_path):
@@ -429,7 +462,7 @@ def test_a_pull_killed_mid_download_leaves_nothing_and_old_temporaries_are_swept
     release = Release(os.urandom(4096))
     cache = tmp_path / "cache"
     blobs = cache / "tcprtt/blobs/sha256"
-    with serve(_drip(release, f"/blobs/{release.layer_digest}")) as server:
+    with serve(_drip(release, f"/blobs/{release.layer_digest}", every=1.0)) as server:
         env = runner_env()
         env["XDG_CACHE_HOME"] = str(cache)
         proc = subprocess.Popen(runner_cmd("pull", str(ref_of(server.address))), cwd=REPO,
@@ -451,6 +484,7 @@ def test_a_pull_killed_mid_download_leaves_nothing_and_old_temporaries_are_swept
             proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (blobs / release.layer_digest.split(":")[1]).exists()
+    assert leftovers(cache) == []  # a download is held in memory until it is checked
     # What a writer killed mid-write leaves: an unlocked temporary, a minute old.
     blobs.mkdir(parents=True, exist_ok=True)
     abandoned = blobs / ".tmp-0123456789abcdef"

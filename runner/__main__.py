@@ -74,7 +74,7 @@ def entry() -> int:
         signal.signal(s, _interrupted)
     try:
         _standard_descriptors()
-        from .run import main
+        from .cli.main import main
         code = main(exiting=True)
     except SystemExit as exc:  # --help, --version, or a signal during the imports
         code = exc.code

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .bpfobject import BpfObject
-from .config import REPO, probe_config
+from .config import CANONICAL_ARCH, REPO, host_arch, probe_config  # noqa: F401
 from .errors import TcprttError
 from .package import encode_object, parse
 
@@ -30,11 +29,6 @@ SOURCE = "tcprtt.bpf.c"
 EUNOMIA_VERSION = "0.3.0"
 # `uname -m` spelling -> clang's __TARGET_ARCH_ suffix
 ARCHES = {"x86_64": "x86", "aarch64": "arm64", "arm64": "arm64"}
-CANONICAL_ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-def host_arch() -> str:
-    return CANONICAL_ARCH.get(platform.machine(), platform.machine())
 
 
 def _tool(name: str) -> str:

@@ -8,12 +8,19 @@ its flags, help and validation schema. In a checkout it is read from
 from __future__ import annotations
 
 import json
+import platform
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKOUT_CONFIG = REPO / "probe" / "config.json"
+# `uname -m` spelling -> the architecture name of the packages' directories
+CANONICAL_ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def host_arch() -> str:
+    return CANONICAL_ARCH.get(platform.machine(), platform.machine())
 
 
 @lru_cache(maxsize=1)

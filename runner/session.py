@@ -1,8 +1,12 @@
-"""One tracing session, whatever the command: the stop signals, the
-capabilities it needs and the loop that reads and emits intervals.
+"""One tracing session, whatever the command: where the packages come from
+(shipped, ``--package`` or ``--image``), choosing and loading a tracer, the
+stop signals, the capabilities it needs and the loop that reads and emits
+intervals.
 
 The commands under ``runner.cli`` parse their flags and print; this module
-owns what happens between attaching and the last interval.
+owns what happens from the packages to the last interval. It imports the
+registry client, ecli's loader and the wasm host only when a session needs
+them.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ import time
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from . import capabilities
-from .errors import TcprttError
+from .config import host_arch
+from .errors import TcprttError, UsageError
 from .histogram import Intervals
+from .package import Package, load, shipped
+from .tcprtt import variants
 
 if TYPE_CHECKING:
     from .histogram import Hist
+    from .options import Options, RegistryOptions
+    from .registry import ModuleOnly
     from .tracer import Tracer
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -115,6 +124,145 @@ def use_signals(chosen: Signals) -> Signals:
     _signals = chosen
     return chosen
 
+
+# -- where the packages come from -----------------------------------------------------
+
+def registry_client(ref, reg: RegistryOptions):
+    from .registry import Client, Credentials
+    creds = Credentials(reg.username, reg.password) if reg.username is not None else None
+    return Client(ref, insecure=reg.insecure, ca_file=reg.ca_file, credentials=creds)
+
+
+def image_packages(image: str, reg: RegistryOptions, err: TextIO) -> dict[str, Package]:
+    """The packages of an OCI reference: pulled, or from the cache when the
+    reference is pinned and cached, or when the registry cannot be reached.
+    A release's wasm module is skipped; a reference that holds only the
+    module raises registry.ModuleOnly, which carries the checked module."""
+    from . import reference, registry
+    ref = reference.parse(image)
+    cache = registry.Cache()
+    arch = host_arch()
+    pulled = registry.cached(ref, cache, arch) if ref.digest else None
+    if pulled is None:
+        try:
+            pulled = registry.pull(registry_client(ref, reg), cache, arch)
+        except TcprttError as exc:
+            pulled = registry.cached(ref, cache, arch)
+            if pulled is None:
+                raise
+            print(f"tcprtt: {exc}; running the cached {ref} ({pulled.digest})", file=err)
+    if not pulled.packages:
+        raise registry.ModuleOnly(ref, pulled, cache)
+    return {variant: load_as(path, f"{ref}#{variant}") for variant, path in pulled.packages.items()}
+
+
+def load_as(path, source: str) -> Package:
+    from .package import loads
+    return loads(path.read_bytes(), source, path=path)
+
+
+def check_arch(package: Package) -> None:
+    """Refuse a package that its packer built for another architecture."""
+    built = (package.doc["meta"].get("tcprtt") or {}).get("arch")
+    if built is not None and built != host_arch():
+        raise TcprttError(f"{package.source}: the package was built for {built}, "
+                          f"this machine is {host_arch()}")
+
+
+def tcprtt_packages(opts: Options, err: TextIO) -> dict[str, Package]:
+    """tcprtt's packages by variant: from --image, --package, or those shipped."""
+    if opts.image:
+        from .options import RegistryOptions
+        return image_packages(opts.image, opts.registry or RegistryOptions(), err)
+    if opts.package:
+        pkg = load(opts.package)
+        check_arch(pkg)
+        return {variants.variant_of(pkg): pkg}
+    arch = host_arch()
+    out = {}
+    for variant in variants.names():
+        path = shipped(variant, arch)
+        if path.is_file():
+            out[variant] = load(path)
+    if not out:
+        raise TcprttError(f"no tcprtt packages ship for {arch}")
+    return out
+
+
+def package_source(opts: Options, err: TextIO) -> dict[str, Package] | ModuleOnly:
+    """``tcprtt_packages``, or, when --image names a reference that holds
+    tcprtt's wasm module alone, the registry's hand-over of that module
+    (``run_module_only`` runs it). The registry is imported for --image only."""
+    if not opts.image:
+        return tcprtt_packages(opts, err)
+    from .registry import ModuleOnly
+    try:
+        return tcprtt_packages(opts, err)
+    except ModuleOnly as only:
+        return only
+
+
+# The runner's own flags, which a wasm module does not take: (flag, takes a value).
+REGISTRY_FLAGS = {"--image": True, "--ca-file": True, "--username": True, "--password": True,
+                  "--password-stdin": False, "--insecure": False, "--traceback": False}
+
+
+def module_flags(argv: list[str], known: list[str]) -> list[str]:
+    """The command line as tcprtt.wasm takes it: without --image and the
+    registry flags (also given as --flag=value, or abbreviated as argparse
+    takes them among the ``known`` long flags), everything else as typed."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            out += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            matches = [flag for flag in known if flag.startswith(name)]
+            name = matches[0] if len(matches) == 1 else name
+        if name in REGISTRY_FLAGS:
+            i += 2 if REGISTRY_FLAGS[name] and "=" not in arg else 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def run_module_only(only: ModuleOnly, opts: Options, argv: list[str], known: list[str],
+                    err: TextIO) -> int:
+    """The reference holds tcprtt's wasm module alone: run it under the
+    runner's wasm-bpf host with the tracing flags the module takes."""
+    if opts.prometheus is not None or opts.backend != "libbpf" or opts.max_keys is not None:
+        raise UsageError(f"--image {opts.image}: the reference holds only the wasm module, "
+                         "which takes neither --prometheus, --backend nor --max-keys")
+    print(f"tcprtt: {opts.image} holds only the wasm module; running it "
+          f"({only.pulled.digest})", file=err, flush=True)
+    return only.run(module_flags(argv, known))
+
+
+# -- choosing and loading a tracer ------------------------------------------------------
+
+def open_tracer(opts: Options, values: dict[str, object], packages: dict[str, Package],
+                err: TextIO) -> Tracer:
+    """The tracer of the backend asked for, attached, of the first variant
+    that works (each one passed over said with -v)."""
+    load = None
+    if opts.backend == "ecli":
+        from .loader.ecli import EcliTracer
+        load = EcliTracer.loader(values)
+    else:
+        from .tcprtt import storage
+        storage.prefer_percpu(packages, values)
+    choice = variants.choose(packages, values, opts.attach, opts.max_keys, load=load)
+    if opts.verbose:
+        for attempt in choice.tried:
+            print(f"tcprtt: {attempt.variant} not used: {attempt.reason}", file=err)
+    return choice.tracer  # type: ignore[return-value]
+
+
+# -- the session -------------------------------------------------------------------------
 
 def require_capabilities() -> None:
     lacking = capabilities.missing()

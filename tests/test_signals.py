@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from runner import run
+from runner import session
 
 from .conftest import REPO, runner_cmd, runner_env
 
@@ -106,17 +106,17 @@ def test_bursts_of_term_int_term_at_random_moments(root):
 MANY_KEYS = r"""
 import runpy, sys
 from bench.run import fill_keys
-from runner import run
+from runner.tcprtt import variants
 
 count = int(sys.argv.pop(1))
-chosen = run.choose
+chosen = variants.choose
 
 def choose(*args, **kwargs):
     choice = chosen(*args, **kwargs)
     fill_keys(choice.tracer, count)
     return choice
 
-run.choose = choose
+variants.choose = choose
 runpy.run_module("runner", run_name="__main__", alter_sys=True)
 """
 
@@ -189,20 +189,20 @@ class _Tracer:
 
 def test_the_programs_are_detached_before_the_last_read():
     tracer = _Tracer()
-    signals = run.Signals()
+    signals = session.Signals()
     signals.start_tracing()
     emitted: list[datetime.datetime] = []
     try:
         signals.received = signal.SIGTERM  # as the handler does
         started = time.monotonic()
-        run.trace_loop(tracer, 30, None, lambda hists, when: emitted.append(when),
+        session.trace_loop(tracer, 30, None, lambda hists, when: emitted.append(when),
                        signals=signals)
     finally:
         signals.release()
     assert time.monotonic() - started < 1
     assert tracer.calls == ["detach", "snapshot"] and len(emitted) == 1
     tracer = _Tracer()
-    run.trace_loop(tracer, 0.05, 0.12, lambda hists, when: None, signals=run.Signals())
+    session.trace_loop(tracer, 0.05, 0.12, lambda hists, when: None, signals=session.Signals())
     assert tracer.calls == ["snapshot", "snapshot", "detach", "snapshot"]
 
 
@@ -210,7 +210,7 @@ def test_the_wait_wakes_at_a_signal_when_tracing():
     """The handler only sets a flag; the loop's wait wakes at once."""
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers are set on the main thread only")
-    signals = run.Signals()
+    signals = session.Signals()
     assert signals.install()
     try:
         signals.start_tracing()

@@ -1,0 +1,75 @@
+"""``tcprtt [flags]``: trace TCP RTT and print a histogram per interval (or
+serve them to Prometheus), as bcc's tcprtt does."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from .. import options, session
+from ..errors import UsageError
+from ..render.interval import render_interval
+from .main import COMMANDS, VERSION
+
+BANNER = "Tracing TCP RTT... Hit Ctrl-C to end."
+
+
+def parser() -> options.Parser:
+    parser = options.Parser(prog="tcprtt", description="Summarize TCP RTT as a histogram.",
+                            epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    options.add_probe_flags(parser)
+    options.add_runner_flags(parser)
+    parser.add_argument("--version", action="version", version=f"tcprtt {VERSION}")
+    return parser
+
+
+def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
+    flags = parser()
+    opts = options.from_namespace(flags.parse_args(argv))
+    from ..tcprtt.settings import probe_settings
+    values = probe_settings(opts)
+    if opts.prometheus is not None and opts.backend != "libbpf":
+        raise UsageError("--prometheus needs the libbpf backend")
+    session.require_capabilities()  # ecli loads the same programs, with the same needs
+    packages = session.package_source(opts, err)
+    if not isinstance(packages, dict):  # the reference holds tcprtt's wasm module alone
+        known = [f for f in flags._option_string_actions if f.startswith("--")]
+        return session.run_module_only(packages, opts, argv, known, err)
+    tracer = session.open_tracer(opts, values, packages, err)
+    exporter = None
+    try:
+        session.signals().start_tracing()  # attached: a stop signal now ends it with exit 0
+        if opts.verbose:
+            ids = getattr(tracer, "probe", None)
+            ids = f" (program id {', '.join(map(str, ids.program_ids()))})" if ids else ""
+            print(f"tcprtt: attached with the {tracer.variant} variant{ids}", file=err)
+        emit = None
+        if opts.prometheus is not None:
+            from ..exporter import Exporter
+            label = {"Local Address": "local_address",
+                     "Remote Address": "remote_address"}.get(opts.label)
+            exporter = Exporter(tracer, opts.prometheus, label,  # type: ignore[arg-type]
+                                web_config=opts.web_config)
+            host, port = exporter.address[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"tcprtt: serving metrics on {exporter.scheme}://{shown}:{port}/metrics",
+                  file=err)
+
+            def emit(hists, when):  # the metrics are the output
+                return None
+        print(BANNER, file=err, flush=True)
+        write = session.writer(out)
+
+        def drops(n: int) -> None:
+            print(f"tcprtt: {n} samples dropped: the key map is full (raise --max-keys)",
+                  file=err, flush=True)
+
+        if emit is None:
+            def emit(hists, when):
+                write(render_interval(opts, hists, when))
+        session.trace_loop(tracer, opts.interval, opts.duration, emit, drops)
+    finally:
+        if exporter is not None:
+            exporter.close()
+        tracer.close()
+    return 0

@@ -58,6 +58,7 @@ MAX_MANIFEST = 4 << 20
 MAX_BLOB = package_mod.MAX_PACKAGE_SIZE
 MAX_ERROR_BODY = 64 << 10    # what is read of an error answer
 MAX_TOKEN = 1 << 20
+MAX_JSON_DEPTH = 64          # nesting of any JSON a server (or a helper) gives
 TIMEOUT = 10.0               # seconds of grace per exchange
 TIMEOUT_ENV = "TCPRTT_REGISTRY_TIMEOUT"
 MAX_TIMEOUT = 600.0
@@ -103,6 +104,26 @@ def timeout_setting() -> float:
     return value
 
 
+def parse_json(data: bytes | str):
+    """JSON from a server, a helper or a file, nested at most MAX_JSON_DEPTH
+    deep. Anything else is a ValueError, a document too deep for the parser
+    included, so that what passes can be parsed again anywhere without
+    running out of stack."""
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"JSON nested over {MAX_JSON_DEPTH} levels deep") from None
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested over {MAX_JSON_DEPTH} levels deep")
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+    return doc
+
+
 def fault(message: str) -> RegistryError:
     """A RegistryError whose text is safe to print (see ``clean``)."""
     return RegistryError(clean(message))
@@ -140,7 +161,7 @@ def docker_credentials(ref: Reference) -> Credentials | None:
     ``auths`` entry, then ``credHelpers`` for the registry, then ``credsStore``."""
     directory = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
     try:
-        config = json.loads((Path(directory) / "config.json").read_text())
+        config = parse_json((Path(directory) / "config.json").read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if not isinstance(config, dict):
@@ -178,7 +199,7 @@ def _from_helper(name: str, server: str) -> Credentials | None:
                               capture_output=True, timeout=HELPER_TIMEOUT, check=False)
         if proc.returncode != 0:
             return None
-        answer = json.loads(proc.stdout)
+        answer = parse_json(proc.stdout)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     if not isinstance(answer, dict):
@@ -393,7 +414,7 @@ class Reply:
     url: str
 
     def json(self):
-        return json.loads(self.content)
+        return parse_json(self.content)
 
 
 def _check_ca_file(path: str) -> str:
@@ -409,7 +430,7 @@ def _check_ca_file(path: str) -> str:
 def error_detail(reply: Reply) -> str:
     """The registry's own reason for an error answer, cleaned, or ''."""
     try:
-        errors = json.loads(reply.content).get("errors") or []
+        errors = parse_json(reply.content).get("errors") or []
         first = errors[0]
         return clean(f" ({first.get('code', '')}: {str(first.get('message', ''))[:200]})")
     except (ValueError, AttributeError, IndexError, KeyError, TypeError):
@@ -583,7 +604,8 @@ class Client:
                 is_loopback_host(parts.hostname)
             if not trusted:
                 raise fault(f"{self.ref.registry}: {what}: the token realm "
-                            f"{_show(_origin(realm))} is plain HTTP on another host; "
+                            f"{_show(_origin(realm))} is plain HTTP, not on loopback and not the "
+                            "registry's origin; "
                             "credentials go only to the registry or to a token service over "
                             "HTTPS, so none were sent")
             headers["Authorization"] = creds.basic()
@@ -599,7 +621,7 @@ class Client:
             raise fault(f"{self.ref.registry}: {what}: the token service "
                         f"{_show(_origin(realm))} answered {name}{error_detail(reply)}")
         try:
-            doc = json.loads(reply.content)
+            doc = parse_json(reply.content)
             token = doc.get("token") or doc.get("access_token")
         except (ValueError, AttributeError):
             token = None
@@ -686,9 +708,13 @@ class Client:
                 raise fault(f"{self.ref}: manifest {target} does not match its digest "
                             f"(got {digest}, expected {claimed[:80]})")
         try:
-            media = json.loads(body).get("mediaType") or ""
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            raise fault(f"{self.ref}: manifest {target} is not a JSON object") from None
+            doc = parse_json(body)
+        except ValueError as exc:
+            raise fault(f"{self.ref}: manifest {target} is not JSON ({_first_line(str(exc))})") \
+                from None
+        if not isinstance(doc, dict):
+            raise fault(f"{self.ref}: manifest {target} is not a JSON object")
+        media = doc.get("mediaType") or ""
         media = str(media) or reply.headers.get("Content-Type", "")
         return body, media.split(";")[0], digest
 

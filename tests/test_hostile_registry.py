@@ -210,7 +210,7 @@ def test_a_plain_http_token_realm_elsewhere_gets_nothing(monkeypatch):
         with pytest.raises(RegistryError) as raised:
             c.get_manifest("1")
         message = str(raised.value)
-        assert "http://example.invalid:80" in message and "plain HTTP" in message
+        assert "http://example.invalid:80" in message and "plain HTTP, not on loopback" in message
         assert "none were sent" in message
         assert all(s.path.startswith("/v2/") for s in server.seen)
     assert "example.invalid" not in asked
@@ -389,6 +389,63 @@ def test_control_characters_from_a_server_are_escaped(tmp_path, case, monkeypatc
         ran = tcprtt("pull", str(ref_of(server.address)), cache=tmp_path / "cli", env=CREDS_ENV)
     line = one_line(ran, 1)
     assert "\\x1b" in line, line
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def _deep_answers(where: dict[str, str]) -> dict:
+    """Registry answers nested too deep: for the JSON parser's recursion, or
+    just over what the client takes."""
+    release = Release()
+    manifest = json.loads(release.manifest)
+    deep: object = "x"
+    for _ in range(oci.MAX_JSON_DEPTH):
+        deep = [deep]
+    manifest["annotations"]["deep"] = deep
+
+    def on_manifest(answer: Answer):
+        def app(seen: Seen) -> Answer:
+            return answer if "/manifests/" in seen.path else release.answer(seen)
+        return app
+
+    def token(seen: Seen) -> Answer:
+        if seen.path.startswith("/token"):
+            return Answer(200, {"Content-Type": "application/json"}, _nested(100_000))
+        if seen.headers.get("authorization") != "Bearer t":
+            return Answer(401, {"WWW-Authenticate": f'Bearer realm="{where["origin"]}/token"'})
+        return release.answer(seen)
+
+    return {
+        "manifest": on_manifest(Answer(200, {"Content-Type": oci.MEDIA_MANIFEST},
+                                       _nested(100_000))),
+        "manifest over the limit": on_manifest(Answer(
+            200, {"Content-Type": oci.MEDIA_MANIFEST}, json.dumps(manifest).encode())),
+        "error body": on_manifest(Answer(400, {"Content-Type": "application/json"},
+                                         b'{"errors": ' + _nested(100_000) + b"}")),
+        "token": token,
+    }
+
+
+@pytest.mark.parametrize("case", list(_deep_answers({})))
+def test_deeply_nested_json_from_a_registry_is_one_line(tmp_path, case):
+    where: dict[str, str] = {}
+    with serve(_deep_answers(where)[case]) as server:
+        where["origin"] = server.origin
+        with pytest.raises(RegistryError) as raised:
+            registry.pull(client(server.address, credentials=CREDS),
+                          registry.Cache(tmp_path / "api"), ARCH)
+        ran = tcprtt("pull", str(ref_of(server.address)), cache=tmp_path / "cli", env=CREDS_ENV)
+    line = one_line(ran, 1)
+    for message in (str(raised.value), line):
+        if case == "error body":
+            assert "manifest 1: 400" in message  # the status stands; its body is not read
+        elif case == "token":
+            assert "the token service gave no token" in message
+        else:
+            assert f"nested over {oci.MAX_JSON_DEPTH} levels" in message
+    assert not list((tmp_path / "cli").rglob("sha256/*"))
 
 
 # -- item 6: a dripping registry, and what a killed pull leaves -------------------------------

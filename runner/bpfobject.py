@@ -7,8 +7,10 @@ the histogram map's keys and values are laid out.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import PackageError
 
@@ -41,6 +43,8 @@ class Member:
     name: str
     type_id: int
     offset: int  # bytes
+    bit_offset: int = 0  # from the start of the struct, in bits
+    bit_size: int = 0    # a bitfield's width; 0 for a plain member
 
 
 @dataclass
@@ -54,6 +58,8 @@ class BtfType:
     encoding: int = 0      # INT: 1 signed, 2 char, 4 bool
     members: list[Member] = field(default_factory=list)  # STRUCT, UNION, DATASEC (offset, type)
     vsizes: list[int] = field(default_factory=list)       # DATASEC: size of each variable
+    bits: int = 0          # INT: nr_bits
+    enumerators: list[tuple[str, int]] = field(default_factory=list)  # ENUM, ENUM64: name, value
 
 
 class Btf:
@@ -100,13 +106,25 @@ class Btf:
             # Every name and type id a type holds is checked here, as libbpf
             # (before 1.3) does not: it follows them blindly and crashes.
             if kind in (KIND_ENUM, KIND_ENUM64, KIND_FUNC_PROTO):
+                signed = bool(info >> 31)  # kflag: a signed enum
                 for i in range(vlen):
                     item_name, item_type = struct.unpack_from("<2I", types, pos + per_item * i)
-                    self.string(item_name)
+                    name = self.string(item_name)
                     if kind == KIND_FUNC_PROTO:
                         refs.append((tid, item_type))
+                    elif kind == KIND_ENUM:  # as ecli reads them: always a signed 32-bit value
+                        t.enumerators.append((name, struct.unpack_from(
+                            "<i", types, pos + per_item * i + 4)[0]))
+                    else:
+                        low, high = struct.unpack_from("<2I", types, pos + per_item * i + 4)
+                        value = high << 32 | low
+                        if signed and value >> 63:
+                            value -= 1 << 64
+                        t.enumerators.append((name, value))
             if kind == KIND_INT:
-                t.encoding = (struct.unpack_from("<I", types, pos)[0] >> 24) & 0xF
+                word = struct.unpack_from("<I", types, pos)[0]
+                t.encoding = (word >> 24) & 0xF
+                t.bits = word & 0xFF
             elif kind == KIND_ARRAY:
                 t.elem, index, t.nelems = struct.unpack_from("<3I", types, pos)
                 refs += [(tid, t.elem), (tid, index)]
@@ -115,7 +133,8 @@ class Btf:
                 for i in range(vlen):
                     m_name, m_type, m_off = struct.unpack_from("<3I", types, pos + 12 * i)
                     bits = m_off & 0xFFFFFF if bitfields else m_off
-                    t.members.append(Member(self.string(m_name), m_type, bits // 8))
+                    width = m_off >> 24 if bitfields else 0
+                    t.members.append(Member(self.string(m_name), m_type, bits // 8, bits, width))
                     refs.append((tid, m_type))
             elif kind == KIND_DATASEC:
                 for i in range(vlen):
@@ -379,9 +398,15 @@ class BpfObject:
         return out
 
 
-def to_json(btf: Btf, type_id: int, data: bytes, depth: int = 0):
+def to_json(btf: Btf, type_id: int, data: bytes, depth: int = 0, *, ecli: bool = False):
     """Decode ``data`` of BTF type ``type_id`` into JSON values, as ecli shows
-    them: integers as numbers, structs as objects, char arrays as strings."""
+    them: integers as numbers, structs as objects, char arrays as strings.
+
+    With ``ecli``, exactly as ecli's event dumper does (``ecli_decoder``):
+    enums by name, structs tagged with their kind and name, 128-bit integers
+    as strings; a type it cannot decode raises PackageError."""
+    if ecli:
+        return ecli_decoder(btf, type_id)(data)
     if depth > MAX_DEPTH:
         raise PackageError("BTF types are nested too deeply to decode")
     t = btf.get(btf.resolve(type_id))
@@ -408,3 +433,148 @@ def to_json(btf: Btf, type_id: int, data: bytes, depth: int = 0):
     if t.kind == KIND_FLOAT:
         return struct.unpack_from("<d" if t.size == 8 else "<f", data)[0]
     raise PackageError(f"cannot decode a value of BTF type {btf.c_name(type_id)!r}")
+
+
+# ecli's event dumper ---------------------------------------------------------
+
+_BTF_KIND_NAMES = {0: "void", KIND_FWD: "forward declaration", KIND_FUNC: "function",
+                   KIND_FUNC_PROTO: "function prototype", KIND_VAR: "variable",
+                   KIND_DATASEC: "data section", KIND_DECL_TAG: "decl tag",
+                   KIND_TYPE_TAG: "type tag", KIND_ENUM64: "64-bit enum"}
+_INT_FORMATS = {(8, True): "<b", (8, False): "<B", (16, True): "<h", (16, False): "<H",
+                (32, True): "<i", (32, False): "<I", (64, True): "<q", (64, False): "<Q"}
+_ECLI_FOLLOWED = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT)
+Decode = Callable[[bytes], object]
+
+
+def ecli_size(btf: Btf, type_id: int, depth: int = 0) -> int:
+    """A type's size as ecli's BTF library counts it: an integer by its bits,
+    a pointer 8 bytes, an array its elements, and 0 for what has no size."""
+    if depth > MAX_DEPTH:
+        raise PackageError("BTF types are nested too deeply to decode")
+    t = btf.get(type_id)
+    if t.kind == KIND_INT:
+        return (t.bits + 7) // 8
+    if t.kind in (*_ECLI_FOLLOWED, KIND_TYPE_TAG, KIND_DECL_TAG):
+        return ecli_size(btf, t.ref, depth + 1)
+    if t.kind == KIND_PTR:
+        return 8
+    if t.kind == KIND_ARRAY:
+        return t.nelems * ecli_size(btf, t.elem, depth + 1)
+    if t.kind in (KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_DATASEC, KIND_FLOAT):
+        return t.size
+    return 0
+
+
+def ecli_decoder(btf: Btf, type_id: int) -> Decode:
+    """A function from the bytes of one value of ``type_id`` to the JSON value
+    that ecli's dumper makes of them: integers as numbers (bool as true or
+    false, 128-bit ones as decimal strings), pointers as numbers, ``char``
+    arrays as strings up to the first NUL, other arrays as lists, structs and
+    unions as objects with ``__EUNOMIA_TYPE`` ("struct" or "union") and
+    ``__EUNOMIA_TYPE_NAME`` beside their members, enums as "NAME(value)"
+    ("<UNKNOWN_VARIANT>(value)" for a value with no name), floats as numbers
+    (None for NaN and infinities, as serde_json has no such number).
+
+    Every type is checked here, once: a kind ecli cannot decode (void,
+    functions, 64-bit enums, type tags, bitfields, integers of odd widths)
+    raises PackageError now, never while decoding. A decoder takes bytes
+    exactly as long as ``ecli_size`` says; a string that fills its array
+    without a NUL is taken whole, and bytes that are not UTF-8 are replaced."""
+    return _ecli_compile(btf, type_id, 0)
+
+
+def _ecli_unsupported(btf: Btf, type_id: int, what: str) -> PackageError:
+    t = btf.get(type_id)
+    name = f" {t.name!r}" if t.name else ""
+    return PackageError(f"BTF type {type_id}{name} ({what}) cannot be decoded as ecli "
+                        "decodes events")
+
+
+def _ecli_compile(btf: Btf, type_id: int, depth: int) -> Decode:
+    if depth > MAX_DEPTH:
+        raise PackageError("BTF types are nested too deeply to decode")
+    t = btf.get(type_id)
+    kind = t.kind
+    if kind in _ECLI_FOLLOWED:
+        return _ecli_compile(btf, t.ref, depth + 1)
+    if kind == KIND_INT:
+        if t.encoding & 4:
+            return lambda data: data[0] != 0
+        signed = bool(t.encoding & 1)
+        fmt = _INT_FORMATS.get((t.bits, signed))
+        if fmt is not None:
+            unpack = struct.Struct(fmt).unpack_from
+            return lambda data: unpack(data)[0]
+        if t.bits == 128:
+            return lambda data: str(int.from_bytes(data[:16], "little", signed=signed))
+        raise _ecli_unsupported(btf, type_id, f"a {t.bits}-bit integer")
+    if kind == KIND_PTR:
+        unpack = struct.Struct("<Q").unpack_from
+        return lambda data: unpack(data)[0]
+    if kind == KIND_ARRAY:
+        return _ecli_array(btf, type_id, t, depth)
+    if kind in (KIND_STRUCT, KIND_UNION):
+        return _ecli_struct(btf, type_id, t, depth)
+    if kind == KIND_ENUM:
+        if t.size not in (1, 2, 4):
+            raise _ecli_unsupported(btf, type_id, f"a {t.size}-byte enum")
+        unpack = struct.Struct({1: "<b", 2: "<h", 4: "<i"}[t.size]).unpack_from
+        names = {}
+        for name, value in t.enumerators:
+            names.setdefault(value, f"{name}({value})")  # the first of equal values
+
+        def enum(data: bytes) -> str:
+            value = unpack(data)[0]
+            return names.get(value) or f"<UNKNOWN_VARIANT>({value})"
+        return enum
+    if kind == KIND_FLOAT:
+        if t.size not in (4, 8):
+            raise _ecli_unsupported(btf, type_id, f"a {t.size}-byte float")
+        unpack = struct.Struct("<f" if t.size == 4 else "<d").unpack_from
+
+        def real(data: bytes) -> float | None:
+            value = unpack(data)[0]
+            return value if math.isfinite(value) else None
+        return real
+    raise _ecli_unsupported(btf, type_id, _BTF_KIND_NAMES.get(kind, f"kind {kind}"))
+
+
+def _ecli_array(btf: Btf, type_id: int, t: BtfType, depth: int) -> Decode:
+    elem = btf.get(t.elem)
+    if elem.name == "char":  # the element type itself, as ecli checks: not through typedefs
+        length = t.nelems * ecli_size(btf, t.elem, depth + 1)
+
+        def string(data: bytes) -> str:
+            end = data.find(b"\0", 0, length)
+            return bytes(data[:length if end < 0 else end]).decode("utf-8", "replace")
+        return string
+    step = ecli_size(btf, t.elem, depth + 1)
+    inner = _ecli_compile(btf, t.elem, depth + 1)
+    if t.nelems and step == 0:
+        raise _ecli_unsupported(btf, type_id, "an array of elements without a size")
+    spans = [(i * step, (i + 1) * step) for i in range(t.nelems)]
+    return lambda data: [inner(data[a:b]) for a, b in spans]
+
+
+def _ecli_struct(btf: Btf, type_id: int, t: BtfType, depth: int) -> Decode:
+    kind = "struct" if t.kind == KIND_STRUCT else "union"
+    fields = []
+    for m in t.members:
+        if m.bit_offset % 8 or m.bit_size % 8:
+            raise PackageError(f"BTF {kind} {t.name or type_id!r} member {m.name!r} is a "
+                               "bitfield, which ecli does not decode")
+        size = ecli_size(btf, m.type_id, depth + 1)
+        if m.offset + size > t.size:
+            raise PackageError(f"BTF {kind} {t.name or type_id!r} member {m.name!r} runs "
+                               f"past the end of its {t.size} bytes")
+        fields.append((m.name, m.offset, m.offset + size, _ecli_compile(btf, m.type_id,
+                                                                        depth + 1)))
+    head = (("__EUNOMIA_TYPE", kind), ("__EUNOMIA_TYPE_NAME", t.name))
+
+    def composite(data: bytes) -> dict:
+        out = dict(head)
+        for name, start, end, inner in fields:
+            out[name] = inner(data[start:end])
+        return out
+    return composite

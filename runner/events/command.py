@@ -1,0 +1,237 @@
+"""``tcprtt run PACKAGE.json``: a eunomia JSON package, run as ``ecli run`` runs it.
+
+The package's settings become ecli's flags; its programs attach; then the
+one map ecli would poll is read (``exports``) by the tracer for its kind
+(``tracers``) and printed in ecli's layout, in plain text or, with
+``-j``/``--json``, as JSON lines. A stop signal or ``-d`` ends it with exit
+0; everything is detached and unloaded on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TextIO
+
+from .. import options
+from ..errors import PackageError, UsageError
+from ..package import MAX_PACKAGE_SIZE, Package, is_shipped, loads, parse
+from ..session import require_capabilities, signals, writer
+from . import attach, exports, settings, tracers
+
+MIN_INTERVAL = 0.1  # seconds between reads of a sample map, at least
+MAX_SECONDS = 31536000
+# The run command's own options: no setting may take them.
+OWN_OPTIONS = ("-h", "--help", "-i", "--interval", "-d", "--duration", "-j", "--json",
+               "--traceback", "--verbose")
+DESCRIPTION = ("Run a eunomia package as `ecli run` does: attach its programs and print what "
+               "its ring buffer, perf event array or sample map reports, in ecli's layout (a "
+               "package that exports nothing runs until stopped). The package's .rodata and "
+               ".bss variables become flags, named as ecli names them.")
+
+
+def read_package(path: str) -> Package:
+    """The package at ``path``, any output allowed; vetted by libbpf in a
+    child unless it is one of the runner's own."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(MAX_PACKAGE_SIZE + 1)
+    except OSError as exc:
+        raise PackageError(f"{path}: cannot read the package ({exc.strerror})") from None
+    if len(text) > MAX_PACKAGE_SIZE:
+        return loads(text, path)  # refuses it, in its words
+    import json
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return loads(text, path)  # refuses it, in its words
+    except RecursionError:
+        return loads(text, path)
+    return parse(doc, path, vet=not is_shipped(Path(path)), any_output=True)
+
+
+def parser_for(prog: str, flags: list[settings.Flag] | None) -> tuple[options.Parser, dict]:
+    """The run command's parser: its own options and the package's flags;
+    returns it and dest -> flag."""
+    parser = options.Parser(prog=prog, description=DESCRIPTION)
+    parser.add_argument("-i", "--interval", type=float, default=None,
+                        help="seconds between reads of a sample map (default: the map's "
+                             "sample interval)")
+    parser.add_argument("-d", "--duration", type=float, default=None, help="seconds to run")
+    parser.add_argument("-j", "--json", action="store_true",
+                        help="print records as JSON lines, as `ecli run -j`")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Whether to show libbpf debug information")
+    parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
+    dests: dict[str, settings.Flag] = {}
+    for flag in flags or ():
+        if flag.runner_only:
+            continue
+        dest = f"setting_{len(dests)}"
+        dests[dest] = flag
+        help_text = flag.help.replace("%", "%%")
+        if flag.is_bool:
+            action = "store_false" if flag.option.startswith("--disable-") else "store_true"
+            parser.add_argument(flag.option, dest=dest, action=action, default=None,
+                                help=help_text)
+        else:
+            names = [flag.short, flag.option] if flag.short else [flag.option]
+            parser.add_argument(*names, dest=dest, default=None, help=help_text,
+                                metavar=flag.type.upper().replace(" ", "_"))
+    return parser, dests
+
+
+def _check_options(source: str, flags: list[settings.Flag]) -> None:
+    for flag in flags:
+        for opt in (flag.option, flag.short):
+            if opt in OWN_OPTIONS:
+                raise PackageError(f"{source}: variable {flag.name!r} would take the option "
+                                   f"{opt}, which the run command uses itself")
+
+
+def run(argv: list[str], out: TextIO, err: TextIO) -> int:
+    """The run command for a package.json: argv is the path, then flags
+    (``-j``/``--json`` may also come before the path, as ecli takes it)."""
+    json_first = False
+    while argv and argv[0] in ("-j", "--json"):
+        json_first, argv = True, argv[1:]
+    path = argv[0]
+    package = read_package(path)
+    flags = settings.flags(package.bpf, package.doc["meta"], package.source)
+    _check_options(package.source, flags)
+    hidden = {f.option for f in flags if f.runner_only}
+    for arg in argv[1:]:
+        if arg.split("=", 1)[0] in hidden:
+            raise UsageError(f"{arg.split('=', 1)[0]}: {settings.RUNNER_ONLY}, "
+                             "not on the command line")
+    parser, dests = parser_for(f"tcprtt run {path}", flags)
+    ns = parser.parse_args(argv[1:])
+    json_output = ns.json or json_first
+    for name, value in (("-i/--interval", ns.interval), ("-d/--duration", ns.duration)):
+        if value is not None and not 0 < value <= MAX_SECONDS:
+            raise UsageError(f"{name}: {value} is not a positive number of seconds")
+    if ns.interval is not None and ns.interval < MIN_INTERVAL:
+        raise UsageError(f"-i/--interval: {ns.interval} is below the minimum of "
+                         f"{MIN_INTERVAL} seconds")
+    given = {dests[d].name: v for d, v in vars(ns).items() if d in dests and v is not None}
+    images = settings.images(package.bpf, flags, given)
+    export = exports.describe(package, json_output)
+    xdp = {name: ifindex for name, ifindex in attach.plan(package).items() if ifindex}
+    require_capabilities()
+    write = writer(out)
+    probe = tracers.PackageProbe(package, images, xdp)
+    tracer = None
+    try:
+        probe.attach()
+        if ns.verbose:
+            _libbpf_messages(err)
+        if export.kind == "sample map":
+            tracer = tracers.SampleTracer(probe, export, json_output, write)
+        elif export.kind == "none":
+            tracer = tracers.SilentTracer()
+        else:
+            tracer = tracers.BufferTracer(probe, export, json_output, write)
+        head = tracer.header()
+        if head is not None:
+            write(head + "\n")
+        stop = signals()
+        stop.start_tracing()
+        end = time.monotonic() + ns.duration if ns.duration else None
+        if isinstance(tracer, tracers.SampleTracer):
+            interval = ns.interval or max(export.interval_ms / 1000, MIN_INTERVAL)
+            _sample_loop(tracer, interval, end)
+        elif isinstance(tracer, tracers.BufferTracer):
+            poll_ms = package.doc["meta"].get("poll_timeout_ms", 100)
+            poll_ms = poll_ms if type(poll_ms) is int and 0 < poll_ms <= 1000 else 100
+            _buffer_loop(tracer, poll_ms, end, err)
+        else:
+            while not stop.stopped:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                stop.wait(3600 if left is None else left)
+    finally:
+        try:
+            probe.detach()
+            if isinstance(tracer, tracers.SampleTracer) and export.clear_map:
+                tracer.clear()
+        finally:
+            if tracer is not None:
+                tracer.close()
+            probe.close()
+    if isinstance(tracer, tracers.BufferTracer):
+        _report(tracer, err)
+    return 0
+
+
+def _sample_loop(tracer: tracers.SampleTracer, interval: float, end: float | None) -> None:
+    """ecli reads a sample map as soon as it attaches, then every interval;
+    the runner also prints once more when stopped."""
+    stop = signals()
+    tick = time.monotonic()
+    while True:
+        tracer.tick()
+        if stop.stopped:
+            return
+        tick += interval
+        wake = min(tick, end) if end is not None else tick
+        if stop.wait(wake - time.monotonic()):
+            tracer.tick()
+            return
+        if end is not None and time.monotonic() >= end - 1e-3:
+            tracer.probe.detach()
+            tracer.tick()
+            return
+
+
+def _buffer_loop(tracer: tracers.BufferTracer, poll_ms: int, end: float | None,
+                 err: TextIO) -> None:
+    stop = signals()
+    reported = 0
+    while not stop.stopped:
+        timeout = poll_ms
+        if end is not None:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            timeout = max(0, min(poll_ms, int(left * 1000) + 1))
+        tracer.poll(timeout)
+        if tracer.lost > reported:
+            _say(err, f"{tracer.lost - reported} events lost: the {_kind(tracer)} was full "
+                      "(the reader fell behind)")
+            reported = tracer.lost
+    tracer.probe.detach()
+    for _ in range(64):  # what the kernel had stored before the programs were detached
+        if not tracer.poll(0):
+            break
+
+
+def _kind(tracer: tracers.BufferTracer) -> str:
+    return "ring buffer" if tracer.capacity else "perf buffer"
+
+
+def _report(tracer: tracers.BufferTracer, err: TextIO) -> None:
+    """At exit: what was lost or skipped, when anything was."""
+    if tracer.lost:
+        _say(err, f"{tracer.lost} events lost in all, of {tracer.read + tracer.lost}: the "
+                  "perf buffer was full (the reader fell behind)")
+    if tracer.ring_filled():
+        _say(err, f"the ring buffer was full (up to {tracer.peak_backlog} of its "
+                  f"{tracer.capacity} bytes waiting): the kernel refuses records then and "
+                  "counts none, so some events may have been lost")
+    if tracer.short:
+        _say(err, f"{tracer.short} records shorter than the {tracer.export.size}-byte "
+                  "export struct were skipped")
+
+
+def _say(err: TextIO, line: str) -> None:
+    err.write(f"tcprtt: {line}\n")
+    err.flush()
+
+
+def _libbpf_messages(err: TextIO) -> None:
+    from ..loader import libbpf
+    for message in libbpf.recent_messages():
+        err.write(message.rstrip("\n") + "\n")
+    err.flush()

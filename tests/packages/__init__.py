@@ -1,0 +1,1 @@
+"""Test-only BPF sources, packed as eunomia's ecc packs them (``pack``)."""

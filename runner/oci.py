@@ -10,6 +10,9 @@ trusts"). In short:
   over HTTPS or on a loopback address. A redirect, an upload ``Location`` or
   a realm elsewhere gets no credentials; one that asks for them is refused
   with a message saying why.
+- A loopback host is reached directly, never through a proxy from the
+  environment (``HTTP_PROXY``...), so that what loopback may be sent stays
+  on the machine.
 - Redirects are followed (at most five) to http and https URLs only, never
   from HTTPS down to plain HTTP.
 - Every exchange has one deadline for all of it (connect, TLS, headers,
@@ -404,6 +407,16 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+_NO_PROXY = {"http": None, "https": None, "all": None}
+
+
+def _proxies(url: str) -> dict | None:
+    """No proxy for a loopback host: what goes there (plain HTTP, and the
+    credentials loopback may have) stays on the machine, as in Go's clients;
+    elsewhere the environment's proxies apply."""
+    return dict(_NO_PROXY) if is_loopback_host(urlsplit(url).hostname or "") else None
+
+
 @dataclass
 class Reply:
     """An answer, its body read in full (within the exchange's deadline)."""
@@ -491,7 +504,7 @@ class Client:
                 resp = self._session.request(
                     method, url, headers=headers, data=data, stream=True,
                     allow_redirects=False, timeout=(self.timeout, self.timeout),
-                    verify=self._verify, auth=_NoAuth())
+                    verify=self._verify, auth=_NoAuth(), proxies=_proxies(url))
                 try:
                     body = self._body(resp, method, cap, what, watch)
                 finally:

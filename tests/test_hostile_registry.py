@@ -235,6 +235,32 @@ def test_a_plain_http_token_realm_elsewhere_gets_nothing(monkeypatch):
         assert [s for s in tokens.seen if "authorization" in s.headers]
 
 
+def test_loopback_is_never_reached_through_a_proxy(monkeypatch, tmp_path):
+    """Plain HTTP and credentials are allowed to loopback because they stay
+    on the machine: a proxy from the environment does not get them."""
+    release = Release()
+
+    def guarded(seen: Seen) -> Answer:
+        if seen.headers.get("authorization") != CREDS.basic():
+            return Answer(401, {"WWW-Authenticate": 'Basic realm="tcprtt"'})
+        return release.answer(seen)
+
+    with serve(lambda s: Answer(502)) as proxy, serve(guarded) as server:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                     "all_proxy"):
+            monkeypatch.setenv(name, proxy.origin)
+        # The control: a plain requests session takes the proxy from the environment.
+        assert requests.get(f"{server.origin}/v2/", timeout=5).status_code == 502
+        assert len(proxy.seen) == 1
+        pulled = registry.pull(client(server.address, credentials=CREDS),
+                               registry.Cache(tmp_path / "cache"), ARCH)
+        assert pulled.digest == release.digest
+        assert len(proxy.seen) == 1
+        assert [s for s in server.seen if s.headers.get("authorization") == CREDS.basic()]
+
+
 # -- item 4: the cache opens nothing through a link --------------------------------------------
 
 def _cache_with_release(root: Path, release: Release) -> registry.Cache:

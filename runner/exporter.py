@@ -18,6 +18,8 @@ no thread per connection, so neither slow nor idle clients can tie it up:
 The response is what prometheus_client's MetricsHandler serves: any path,
 ``Accept`` chooses the text or OpenMetrics format, ``name[]`` restricts the
 series, ``Accept-Encoding: gzip`` compresses; one request per connection.
+``GET /-/healthy`` is the exception: "OK", for liveness probes, which it
+tells that the event loop answers.
 
 With a web configuration (``--web-config``, runner.webconfig) accepted
 connections are wrapped in TLS and handshaken in the same event loop, under
@@ -64,6 +66,7 @@ GZIP_LEVEL = 6
 ACCEPTS_PER_TURN = 64     # connections accepted before other events are served
 PAUSE_ON_EMFILE = 0.1     # s without accepting when out of descriptors
 EVICT_AFTER = 0.25        # s a connection may send nothing before it can be evicted
+HEALTH_PATH = "/-/healthy"  # answered by the event loop itself, without authentication
 
 SERVER = f"{BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}"
 
@@ -493,6 +496,9 @@ class Exporter:
             self._respond(conn, _plain("400 Bad Request", "bad request line\n"))
             return
         method, target, _ = words
+        if method == "GET" and target == HEALTH_PATH:  # for probes; no metrics, no auth
+            self._respond(conn, _plain("200 OK", "OK\n"))
+            return
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")

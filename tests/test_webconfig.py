@@ -380,3 +380,14 @@ def test_real_prometheus_scrapes_over_tls_with_basic_auth_and_not_with_a_wrong_p
         tracing.proc.terminate()
         code, _, err = tracing.finish()
     assert code == 0, err
+
+
+def test_the_health_path_answers_without_credentials_and_without_metrics(tmp_path, pki):
+    with Served(tmp_path, tls_and_auth(pki)) as served:
+        health = served.url.replace("/metrics", "/-/healthy")
+        resp = requests.get(health, verify=str(pki["ca.crt"]), timeout=10)
+        assert resp.status_code == 200 and resp.text == "OK\n"
+        for other in ("/-/healthy?x", "/-/healthy/", "/metrics"):
+            resp = requests.get(served.url.replace("/metrics", other),
+                                verify=str(pki["ca.crt"]), timeout=10)
+            assert resp.status_code == 401, other

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* The floor for the per-segment cost: a program that does nothing, on the
- * same attach point as tcprtt. Compiled once per attach point (-DEMPTY_*). */
+ * same attach point as tcprtt. Compiled once per attach point, its section
+ * given as -DEMPTY_SECTION="raw_tp/tcp_probe" and so on. */
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
 #define SEC(name) __attribute__((section(name), used))
@@ -20,11 +21,7 @@ struct {
 	__type(value, struct hist);
 } hists SEC(".maps");
 
-#if defined(EMPTY_RAW_TP)
-SEC("raw_tp/tcp_probe")
-#else
-SEC("tracepoint/tcp/tcp_probe")
-#endif
+SEC(EMPTY_SECTION)
 int empty(void *ctx)
 {
 	return 0;

@@ -33,11 +33,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner import features, package
+from runner import package
 from runner.build import host_arch
 from runner.loader import libbpf
 from runner.run import render_interval
-from runner.tracer import LibbpfTracer, choose
+from runner.tcprtt import variants
+from runner.tcprtt.variants import choose
+from runner.tracer import LibbpfTracer
 
 REPO = Path(__file__).resolve().parent.parent
 BPFTRACE_ONE_LINER = "tracepoint:tcp:tcp_probe { @ = hist(args->srtt); }"
@@ -117,13 +119,18 @@ def iperf(seconds: float) -> float:
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
+def attach_points() -> tuple[str, ...]:
+    """The variants this kernel runs, each measured against its empty program."""
+    return tuple(v for v in variants.names() if variants.check(v) is None)
+
+
 def empty_package(attach: str, workdir: Path) -> package.Package:
     src = REPO / "bench" / "empty.bpf.c"
     obj = workdir / f"empty.{attach}.o"
-    define = "EMPTY_RAW_TP" if attach == "raw_tp" else "EMPTY_TRACEPOINT"
-    sh("clang", "-g", "-O2", "-target", "bpf", f"-D{define}", "-c", str(src), "-o", str(obj))
+    section = variants.get(attach).attach  # where the variant's own program attaches
+    sh("clang", "-g", "-O2", "-target", "bpf", f'-DEMPTY_SECTION="{section}"', "-c", str(src),
+       "-o", str(obj))
     data = obj.read_bytes()
-    section = "raw_tp/tcp_probe" if attach == "raw_tp" else "tracepoint/tcp/tcp_probe"
     doc = {"bpf_object": package.encode_object(data), "bpf_object_size": len(data),
            "meta": {"bpf_skel": {
                "obj_name": "empty_bpf",
@@ -188,7 +195,7 @@ KEYED = {"targ_raddr_hist": True}
 
 def measure_cost(rounds: int, seconds: float, workdir: Path) -> dict:
     configs = {}
-    for attach in ("raw_tp", "tracepoint"):
+    for attach in attach_points():
         pkg = tcprtt_package(attach)
         configs[f"empty {attach}"] = load_tracer(empty_package(attach, workdir), {}, attach)
         configs[f"tcprtt {attach}"] = load_tracer(pkg, RUNNER, attach)
@@ -205,7 +212,7 @@ def measure_cost(rounds: int, seconds: float, workdir: Path) -> dict:
 
 
 def auto_variant() -> str:
-    packages = {v: tcprtt_package(v) for v in features.ORDER
+    packages = {v: tcprtt_package(v) for v in variants.names()
                 if package.shipped(v, host_arch()).is_file()}
     choice = choose(packages, RUNNER, "auto")
     choice.tracer.close()
@@ -275,7 +282,7 @@ def measure_path(runs: int, rounds: int, workdir: Path) -> dict[str, list[float]
     def nothing():
         return lambda: None
     configs = {"none": nothing}
-    for attach in ("raw_tp", "tracepoint"):
+    for attach in attach_points():
         configs[f"empty {attach}"] = load_tracer(empty_package(attach, workdir), {}, attach)
         configs[f"tcprtt {attach}"] = load_tracer(tcprtt_package(attach), RUNNER, attach)
         configs[f"tcprtt {attach} -B"] = load_tracer(tcprtt_package(attach),
@@ -426,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     note(f"tcprtt --attach auto picks {auto} here; measuring the per-run cost")
     with tempfile.TemporaryDirectory() as tmp:
         cost = measure_cost(rounds, secs, Path(tmp))
-    for attach in ("raw_tp", "tracepoint"):
+    for attach in attach_points():
         empty = cost[f"empty {attach}"]
         picked = " (auto)" if attach == auto else ""
         for keyed, limit in (("", 1.3), (" -B", 1.6)):
@@ -452,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     bt_path = path["bpftrace tracepoint"] - none
     info("whole path: one-byte round trip, bpftrace, ns", f"{path['bpftrace tracepoint']:.0f}",
          f"none {none:.0f}", f"+{bt_path:.0f} ns per round")
-    for attach in ("raw_tp", "tracepoint"):
+    for attach in attach_points():
         floor = path[f"empty {attach}"] - none
         info(f"whole path: one-byte round trip, empty on {attach}, ns",
              f"{path[f'empty {attach}']:.0f}", f"none {none:.0f}", f"+{floor:.0f} ns per round")

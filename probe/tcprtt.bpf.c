@@ -126,8 +126,10 @@ static __always_inline __u32 log2_u32(__u32 v)
  * only its own way of reading:
  * - FROM_RECORD (tracepoint): the record already holds what the kernel read
  *   from the socket (ports, addresses as a sockaddr, srtt): plain loads.
- * - TYPED (raw tracepoint): bpf_rdonly_cast() gives read-only typed views of
- *   the socket, read by plain loads, CO-RE relocated, faulting safely.
+ * - TYPED (raw tracepoint, BTF-typed tracepoint): typed views of the socket,
+ *   read by plain loads, CO-RE relocated, faulting safely. The raw
+ *   tracepoint gets them from bpf_rdonly_cast(); the BTF-typed tracepoint's
+ *   argument is one already, and bpf_skc_to_tcp_sock() gives its tcp_sock.
  * - PROBE_READ (fentry, kprobe): BPF_CORE_READ, a helper call per field.
  * (Each accessor copies the socket pointer to a local first: inside
  * BPF_CORE_READ, s->sk would be relocated as if seg were a kernel type.)
@@ -429,6 +431,21 @@ int BPF_PROG(rtt_raw_tp, struct sock *sk)
 
 	return handle_rcv_established(&s);
 }
+#elif defined(TCPRTT_TP_BTF)
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(rtt_tp_btf, struct sock *sk)
+{
+	/* The verifier types sk from the tracepoint's prototype in the
+	 * kernel's BTF: its fields are read by plain loads. Those of the
+	 * tcp_sock around it lie past struct sock, so the helper gives that
+	 * view (NULL for a socket that is not TCP's, which never comes here). */
+	struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : NULL;
+	struct seg s = {.how = TYPED, .ro = sk, .ro_tcp = tp};
+
+	if (!tp)
+		return 0;
+	return handle_rcv_established(&s);
+}
 #elif defined(TCPRTT_TRACEPOINT)
 SEC("tracepoint/tcp/tcp_probe")
 int rtt_tp(struct trace_event_raw_tcp_probe *ctx)
@@ -438,7 +455,7 @@ int rtt_tp(struct trace_event_raw_tcp_probe *ctx)
 	return handle_rcv_established(&s);
 }
 #else
-#error "define one of TCPRTT_FENTRY, TCPRTT_KPROBE, TCPRTT_RAW_TP, TCPRTT_TRACEPOINT"
+#error "define one of TCPRTT_FENTRY, TCPRTT_KPROBE, TCPRTT_RAW_TP, TCPRTT_TP_BTF, TCPRTT_TRACEPOINT"
 #endif
 
 char LICENSE[] SEC("license") = "GPL";

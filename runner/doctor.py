@@ -23,8 +23,9 @@ def report() -> dict:
     except Exception as exc:  # the report must come out whatever is broken
         lib, lib_error = None, str(exc)
     variants = {}
-    for variant in features.ORDER:
-        if lib is None and variant == "fentry":
+    from .tcprtt import variants as table
+    for variant in table.names():
+        if lib is None and table.get(variant).check == "tracing_function":  # asks libbpf
             variants[variant] = f"unknown: {lib_error}"
             continue
         reason = features.check(variant, mount=False)  # a report changes nothing

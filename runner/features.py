@@ -1,8 +1,9 @@
 """What this kernel offers, checked for real, for choosing an attach variant.
 
 Each check answers None (usable, as far as can be told before loading) or
-the reason it is not. The final word is the kernel's when the variant is
-loaded and attached; the runner reports that answer too.
+the reason it is not. config.json names each variant's check (``CHECKS``
+here); the final word is the kernel's when the variant is loaded and
+attached, and the runner reports that answer too.
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ FUNCTION = "tcp_rcv_established"
 TRACEPOINT = ("tcp", "tcp_probe")
 RAW_TRACEPOINT_TYPE = f"btf_trace_{TRACEPOINT[1]}"
 
-# Cheapest first; docs/attach.md says why.
-ORDER = ("fentry", "raw_tp", "tracepoint", "kprobe")
 
-
-def btf_has_function(name: str, btf: Path = VMLINUX_BTF) -> bool:
+def btf_has_function(name: str, btf: Path | None = None) -> bool:
     """Whether the kernel's BTF names ``name``: fentry needs its prototype."""
     try:
-        data = btf.read_bytes()
+        data = (btf or VMLINUX_BTF).read_bytes()
     except OSError:
         return False
     return b"\0" + name.encode() + b"\0" in data
@@ -108,44 +106,80 @@ def ensure_tracefs() -> Path:
     return found
 
 
-def check(variant: str, mount: bool = True) -> str | None:
-    if variant == "fentry":
-        if not VMLINUX_BTF.exists():
-            return f"no kernel BTF at {VMLINUX_BTF}"
-        if not btf_has_function(FUNCTION):
-            return f"{FUNCTION} is not in the kernel's BTF"
-        lib = libbpf.load_library()
-        supported = lib.libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None)
-        if supported == 0:
-            return "the kernel does not support BPF tracing programs (fentry)"
-        if supported < 0:
-            return f"probing BPF tracing programs failed: {libbpf.strerror(-supported)}"
+def tracing_function(mount: bool = True) -> str | None:
+    """fentry: BPF tracing programs, and the function's prototype in BTF."""
+    if not VMLINUX_BTF.exists():
+        return f"no kernel BTF at {VMLINUX_BTF}"
+    if not btf_has_function(FUNCTION):
+        return f"{FUNCTION} is not in the kernel's BTF"
+    lib = libbpf.load_library()
+    supported = lib.libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None)
+    if supported == 0:
+        return "the kernel does not support BPF tracing programs (fentry)"
+    if supported < 0:
+        return f"probing BPF tracing programs failed: {libbpf.strerror(-supported)}"
+    return None
+
+
+def kprobe(mount: bool = True) -> str | None:
+    root = tracefs()
+    if _exists(KPROBE_PMU) or (root is not None and _exists(root / "kprobe_events")):
         return None
-    if variant == "kprobe":
-        root = tracefs()
-        if _exists(KPROBE_PMU) or (root is not None and _exists(root / "kprobe_events")):
-            return None
-        return "the kernel has neither the kprobe PMU nor kprobe_events"
-    if variant == "raw_tp":
-        # A raw tracepoint needs no tracefs: the kernel's BTF names each one
-        # as the type btf_trace_<name> (Linux 5.5 and newer).
-        if btf_has_function(RAW_TRACEPOINT_TYPE):
-            return None
-        root = tracefs()
-        if root is not None and _is_dir(root / "events" / TRACEPOINT[0] / TRACEPOINT[1]):
-            return None
-        return f"the kernel has no {TRACEPOINT[0]}:{TRACEPOINT[1]} tracepoint"
-    if variant == "tracepoint":
-        root, denied = _find_tracefs()
-        if denied is not None:
-            return _denied_reason(denied)
+    return "the kernel has neither the kprobe PMU nor kprobe_events"
+
+
+def btf_tracepoint(mount: bool = True) -> str | None:
+    """A BTF-typed tracepoint (tp_btf): the kernel's BTF has the
+    tracepoint's prototype, the type btf_trace_<name> (Linux 5.5 and newer)."""
+    if not VMLINUX_BTF.exists():
+        return f"no kernel BTF at {VMLINUX_BTF}"
+    if btf_has_function(RAW_TRACEPOINT_TYPE):
+        return None
+    return f"the kernel's BTF has no {RAW_TRACEPOINT_TYPE} (Linux 5.5 or newer has it)"
+
+
+def raw_tracepoint(mount: bool = True) -> str | None:
+    # A raw tracepoint needs no tracefs: the kernel's BTF names each one
+    # as the type btf_trace_<name> (Linux 5.5 and newer).
+    if btf_has_function(RAW_TRACEPOINT_TYPE):
+        return None
+    root = tracefs()
+    if root is not None and _is_dir(root / "events" / TRACEPOINT[0] / TRACEPOINT[1]):
+        return None
+    return f"the kernel has no {TRACEPOINT[0]}:{TRACEPOINT[1]} tracepoint"
+
+
+def tracefs_tracepoint(mount: bool = True) -> str | None:
+    """A tracepoint through perf events: its id is read in tracefs, which is
+    mounted when it is not (unless ``mount`` is false, as for a report)."""
+    root, denied = _find_tracefs()
+    if denied is not None:
+        return _denied_reason(denied)
+    if root is None:
+        if not mount:
+            return "tracefs is not mounted (tcprtt mounts it when it runs this variant)"
+        root = mount_tracefs()
         if root is None:
-            if not mount:
-                return "tracefs is not mounted (tcprtt mounts it when it runs this variant)"
-            root = mount_tracefs()
-            if root is None:
-                return "tracefs is not mounted and could not be mounted"
-        if not _is_dir(root / "events" / TRACEPOINT[0] / TRACEPOINT[1]):
-            return f"the kernel has no {TRACEPOINT[0]}:{TRACEPOINT[1]} tracepoint"
-        return None
-    return f"unknown attach variant {variant!r}"
+            return "tracefs is not mounted and could not be mounted"
+    if not _is_dir(root / "events" / TRACEPOINT[0] / TRACEPOINT[1]):
+        return f"the kernel has no {TRACEPOINT[0]}:{TRACEPOINT[1]} tracepoint"
+    return None
+
+
+# The checks that config.json's variants name.
+CHECKS = {"tracing_function": tracing_function, "kprobe": kprobe,
+          "btf_tracepoint": btf_tracepoint, "raw_tracepoint": raw_tracepoint,
+          "tracefs_tracepoint": tracefs_tracepoint}
+
+
+def run_check(name: str, mount: bool = True) -> str | None:
+    """The check called ``name`` (a key of CHECKS)."""
+    if name not in CHECKS:
+        return f"unknown feature check {name!r}"
+    return CHECKS[name](mount)
+
+
+def check(variant: str, mount: bool = True) -> str | None:
+    """The check of an attach variant, by the variant's name."""
+    from .tcprtt import variants
+    return variants.check(variant, mount)

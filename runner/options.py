@@ -1,5 +1,6 @@
 """tcprtt's command line: flags from probe/config.json, validated once with
-jsonschema into a frozen Options, and turned into the probe's settings."""
+jsonschema into a frozen Options (``runner.tcprtt.settings`` turns them into
+the probe's settings)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import jsonschema
 
 from .config import probe_config
 from .errors import UsageError
+from .tcprtt.variants import attach_choices
 
-ATTACH_CHOICES = ("auto", "fentry", "kprobe", "raw_tp", "tracepoint")
 BACKENDS = ("libbpf", "ecli")
 FOREVER = 99999999  # bcc's "no interval": print once, at the end
 
@@ -47,7 +48,7 @@ def add_probe_flags(parser: argparse.ArgumentParser) -> None:
 def add_runner_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per key per interval on stdout")
-    parser.add_argument("--attach", default="auto", metavar="|".join(ATTACH_CHOICES),
+    parser.add_argument("--attach", default="auto", metavar="|".join(attach_choices()),
                         help="attach point (default: auto, the cheapest the kernel offers)")
     parser.add_argument("--backend", default="libbpf", metavar="|".join(BACKENDS),
                         help="load through the system libbpf (default) or hand the package to ecli")
@@ -218,8 +219,8 @@ def from_namespace(ns: argparse.Namespace) -> Options:
             raise UsageError(f"-6/--ipv6 cannot be used with an IPv4 address filter "
                              f"({_flags_of(dest)} {given[dest]} is v4-mapped, which tcprtt "
                              "counts as IPv4)")
-    if ns.attach not in ATTACH_CHOICES:
-        raise UsageError(f"--attach: {ns.attach!r} is not one of {', '.join(ATTACH_CHOICES)}")
+    if ns.attach not in attach_choices():
+        raise UsageError(f"--attach: {ns.attach!r} is not one of {', '.join(attach_choices())}")
     if ns.package is not None and not ns.package.strip():
         raise UsageError("--package: an empty path (give the package.json to load)")
     if ns.image is not None and ns.package is not None:
@@ -267,37 +268,3 @@ def _listen(text: str | None) -> tuple[str, int] | None:
     from .exporter import parse_listen
     return parse_listen(text)
 
-
-def probe_settings(opts: Options, keep_sum: bool = False) -> dict[str, object]:
-    """The probe's .rodata variables for these options (only those not zero)."""
-    values: dict[str, object] = {}
-    if opts.lport:
-        values["targ_sport"] = opts.lport
-    if opts.rport:
-        values["targ_dport"] = opts.rport
-    from .addresses import ipv6_halves
-    for text, v4_name, v6_names in (
-            (opts.laddr, "targ_saddr", ("targ_saddr_v6_hi", "targ_saddr_v6_lo")),
-            (opts.raddr, "targ_daddr", ("targ_daddr_v6_hi", "targ_daddr_v6_lo"))):
-        if text is None:
-            continue
-        addr = _address(text)
-        if isinstance(addr, ipaddress.IPv4Address):
-            values[v4_name] = int(addr)
-            continue
-        for name, half in zip(v6_names, ipv6_halves(addr)):
-            if half:  # only those not zero, as for every setting
-                values[name] = half
-    if opts.ipv4:
-        values["targ_ipver"] = 4
-    elif opts.ipv6:
-        values["targ_ipver"] = 6
-    if opts.byladdr:
-        values["targ_laddr_hist"] = True
-    if opts.byraddr:
-        values["targ_raddr_hist"] = True
-    if opts.extension or keep_sum:
-        values["targ_show_ext"] = True
-    if opts.milliseconds and opts.prometheus is None:  # metrics are in seconds, from us
-        values["targ_ms"] = True
-    return values

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import re
@@ -161,10 +162,17 @@ class Package:
     settings: tuple[Setting, ...]
     rodata_size: int
     hists: tuple[HistMap, ...]
+    path: str | None = None  # the file it was read from, when it was read from one
 
     @property
     def btf(self) -> Btf:
         return self.bpf.btf
+
+    @property
+    def variant(self) -> str | None:
+        """Which of tcprtt's attach variants this package is, if it is one."""
+        from .tcprtt.variants import of_document
+        return of_document(self.doc)
 
     @property
     def digest(self) -> str:
@@ -475,7 +483,10 @@ def is_shipped(path: str | Path) -> bool:
         return False
 
 
-def loads(text: str | bytes, source: str = "package", vet: bool = True) -> Package:
+def loads(text: str | bytes, source: str = "package", vet: bool = True,
+          path: str | Path | None = None) -> Package:
+    """A package from its bytes; ``path`` is the file they were read from,
+    for a loader that takes a file (ecli), where ``source`` is only a label."""
     if len(text) > MAX_PACKAGE_SIZE:
         raise PackageError(f"{source}: the package is larger than {MAX_PACKAGE_SIZE} bytes")
     try:
@@ -485,7 +496,8 @@ def loads(text: str | bytes, source: str = "package", vet: bool = True) -> Packa
     except RecursionError:
         raise PackageError(f"{source}: not a eunomia package: JSON nested deeper than "
                            f"{MAX_JSON_DEPTH} levels") from None
-    return parse(doc, source, vet)
+    package = parse(doc, source, vet)
+    return package if path is None else dataclasses.replace(package, path=str(path))
 
 
 def load(path: str | Path) -> Package:
@@ -499,7 +511,7 @@ def load(path: str | Path) -> Package:
             text = f.read(MAX_PACKAGE_SIZE + 1)
     except OSError as exc:
         raise PackageError(f"{path}: cannot read the package ({exc.strerror})") from None
-    return loads(text, str(path), vet=not is_shipped(path))
+    return loads(text, str(path), vet=not is_shipped(path), path=path)
 
 
 def encode_setting(package: Package, setting: Setting, value: object) -> bytes:

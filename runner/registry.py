@@ -110,12 +110,13 @@ def _names_module(annotations: dict | None) -> bool:
 
 def release_packages(source: Path) -> dict[tuple[str, str], Path]:
     """(arch, variant) -> package path, from runner/packages-like directory trees."""
+    from .tcprtt.variants import of_document
     found = {}
     for arch in OCI_ARCH:
         for path in sorted((source / arch).glob("*.json")):
-            meta = json.loads(path.read_text())["meta"].get("tcprtt") or {}
-            if meta.get("variant"):
-                found[(arch, meta["variant"])] = path
+            variant = of_document(json.loads(path.read_text()))
+            if variant:
+                found[(arch, variant)] = path
     if not found:
         raise fault(f"{source}: no built packages (expected {source}/<arch>/*.json; "
                             "run `make ship` or `make packages`)")
@@ -254,12 +255,23 @@ def _from_cache(cache: Cache, digest: str, arch: str) -> Pulled:
         if is_module(data):
             module = module or path
             continue
-        variant = (manifest.get("annotations") or {}).get(VARIANT) or \
-            Path(layer.get("annotations", {}).get(TITLE, "package.json")).stem.split(".")[-1]
+        variant = _variant(data, manifest, layer)
         packages[variant] = path
     if not packages and module is None:
         raise fault(f"{digest}: nothing for architecture {arch}")
     return Pulled(digest, packages, module, cache)
+
+
+def _variant(data: bytes, manifest: dict, layer: dict) -> str:
+    """A cached package's variant: what the package says it is, else what
+    its manifest calls it (the annotation, else the layer's file name)."""
+    from .tcprtt.variants import of_document
+    try:
+        own = of_document(json.loads(data))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        own = None
+    return own or (manifest.get("annotations") or {}).get(VARIANT) or \
+        Path(layer.get("annotations", {}).get(TITLE, "package.json")).stem.split(".")[-1]
 
 
 def _fetch_layer(client: Client, cache: Cache, body: bytes, digest: str,

@@ -1,20 +1,18 @@
 """Backends that trace and hand back cumulative histograms.
 
-``LibbpfTracer`` loads a package through the system libbpf; ``choose`` picks
-the cheapest attach variant this kernel runs, falling back one by one.
+``LibbpfTracer`` loads a package through the system libbpf; the variant to
+load is chosen by ``runner.tcprtt.variants.choose``.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import features
 from .addresses import unkeyed_key
 from .bpfobject import to_json
 from .config import probe_config
-from .errors import KernelError, TcprttError
+from .errors import TcprttError
 from .histogram import Hist
 from .loader.probe import LoadedProbe
 from .package import Package, rodata_image
@@ -176,37 +174,6 @@ def _fast_decoder(package: Package):
     return decode
 
 
-@dataclass
-class Attempt:
-    variant: str
-    reason: str
 
-
-@dataclass
-class Choice:
-    tracer: LibbpfTracer
-    tried: list[Attempt] = field(default_factory=list)
-
-
-def choose(packages: dict[str, Package], values: dict[str, object], wanted: str,
-           max_keys: int | None = None, order: tuple[str, ...] = features.ORDER) -> Choice:
-    """Load the first variant that works; ``wanted`` is "auto" or one variant."""
-    candidates = order if wanted == "auto" else (wanted,)
-    tried: list[Attempt] = []
-    for variant in candidates:
-        if variant not in packages:
-            given = ", ".join(sorted(packages)) or "none"
-            tried.append(Attempt(variant, f"no package of this variant to load ({given} only)"))
-            continue
-        reason = features.check(variant)
-        if reason is not None:
-            tried.append(Attempt(variant, reason))
-            continue
-        try:
-            return Choice(LibbpfTracer(packages[variant], values, variant, max_keys), tried)
-        except KernelError as exc:
-            tried.append(Attempt(variant, str(exc)))
-    detail = "; ".join(f"{a.variant}: {a.reason}" for a in tried)
-    if wanted == "auto":
-        raise TcprttError(f"no attach variant works on this kernel ({detail})")
-    raise TcprttError(f"--attach {wanted} is not available ({detail})")
+# Until every caller imports it from its own module.
+from .tcprtt.variants import Attempt, Choice, choose  # noqa: E402,F401

@@ -14,7 +14,21 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # Fixtures and tools kept beside the repository on the project's machines.
 SHARED = REPO.parent / "shared"
-PROGRAM_NAMES = ("rtt_fentry", "rtt_kprobe", "rtt_raw_tp", "rtt_tp")
+
+
+def _program_names() -> tuple[str, ...]:
+    """The programs of every shipped variant, by name, as bpftool shows them."""
+    from runner.build import host_arch
+    from runner.package import shipped
+    from runner.tcprtt import variants
+    names = []
+    for variant in variants.names():
+        doc = json.loads(shipped(variant, host_arch()).read_text())
+        names += [prog["name"] for prog in doc["meta"]["bpf_skel"]["progs"]]
+    return tuple(names)
+
+
+PROGRAM_NAMES = _program_names()
 
 
 def _ci() -> bool:

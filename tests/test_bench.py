@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bench import run
+from runner.tcprtt import variants
 from runner.tracer import LibbpfTracer
 
 from .conftest import loaded_programs, programs_left
 
 
-@pytest.mark.parametrize("attach", ["raw_tp", "tracepoint"])
+@pytest.mark.parametrize("attach", [v for v in variants.names()
+                                    if variants.check(v, mount=False) is None])
 def test_the_empty_floor_program_builds_loads_and_attaches(root, tmp_path, attach):
     before = loaded_programs()
     with LibbpfTracer(run.empty_package(attach, tmp_path), {}, attach) as tracer:
@@ -23,4 +25,4 @@ def test_round_trips_are_timed():
 
 
 def test_the_auto_variant_is_one_that_loads(root):
-    assert run.auto_variant() in ("fentry", "raw_tp", "tracepoint", "kprobe")
+    assert run.auto_variant() in variants.names()

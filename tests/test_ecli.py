@@ -4,9 +4,11 @@ small stand-in prints the documented records."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 
@@ -14,8 +16,9 @@ import pytest
 
 from runner import options, package
 from runner.build import host_arch
-from runner.errors import UsageError
-from runner.loader.ecli import EcliTracer, parse_records, setting_flags
+from runner.errors import TcprttError, UsageError
+from runner.loader.ecli import EcliTracer, package_file, parse_records, setting_flags
+from runner.tcprtt.settings import probe_settings
 
 RECORDS = [
     '{"key": {"family": 2, "addr": [127,0,0,1,0,0,0,0,0,0,0,0,0,0,0,0]}, '
@@ -48,7 +51,7 @@ def test_ipv6_filters_become_ecli_flags():
     options.add_probe_flags(parser)
     options.add_runner_flags(parser)
     opts = options.from_namespace(parser.parse_args(["-A", "fe80::1", "-a", "2001:db8::"]))
-    values = options.probe_settings(opts)
+    values = probe_settings(opts)
     assert setting_flags(pkg, values) == [
         "--laddr6-hi", str(0x20010DB8 << 32),
         "--raddr6-hi", str(0xFE80 << 48), "--raddr6-lo", "1"]
@@ -65,7 +68,7 @@ def test_tracer_reads_the_latest_record_per_key(tmp_path):
         "time.sleep(30)\n")
     stand_in.chmod(stand_in.stat().st_mode | stat.S_IXUSR)
     pkg = package.load(package.shipped("raw_tp", host_arch()))
-    tracer = EcliTracer(pkg, str(pkg.source), {}, "raw_tp", ecli=str(stand_in))
+    tracer = EcliTracer(pkg, {}, "raw_tp", ecli=str(stand_in))
     try:
         deadline = time.monotonic() + 5
         while len(tracer.snapshot()) < 2 and time.monotonic() < deadline:
@@ -77,3 +80,76 @@ def test_tracer_reads_the_latest_record_per_key(tmp_path):
     assert tracer._proc.poll() is not None, "the child is stopped by its own PID"
     assert not os.path.exists(f"/proc/{tracer._proc.pid}/status") or \
         tracer._proc.returncode is not None
+
+
+def test_ecli_gets_a_package_file_named_json(tmp_path):
+    """ecli tells a file's type by its suffix: a package read from a .json
+    file goes as that file; one stored by its digest (the registry cache)
+    goes as a link named .json, removed with the tracer."""
+    shipped = package.shipped("raw_tp", host_arch())
+    path, directory = package_file(package.load(shipped))
+    assert (path, directory) == (str(shipped), None)
+    blob = tmp_path / hashlib.sha256(shipped.read_bytes()).hexdigest()
+    blob.write_bytes(shipped.read_bytes())
+    cached = package.loads(blob.read_bytes(), "registry.example/tcprtt:1#raw_tp", path=blob)
+    assert cached.source == "registry.example/tcprtt:1#raw_tp" and cached.path == str(blob)
+    path, directory = package_file(cached)
+    assert path.endswith(".json") and os.path.realpath(path) == str(blob)
+    assert os.path.dirname(path) == directory
+    os.unlink(path)
+    os.rmdir(directory)
+    with pytest.raises(TcprttError, match="not read from one"):
+        package_file(package.loads(shipped.read_bytes(), "label"))
+
+
+ECLI_STAND_IN = """#!{python}
+import hashlib, json, os, sys, time
+assert sys.argv[1:3] == ["run", "-j"], sys.argv
+path = sys.argv[3]
+with open(path, "rb") as f:
+    data = f.read()
+with open({report!r}, "w") as f:
+    json.dump({{"path": path, "sha256": hashlib.sha256(data).hexdigest(),
+               "flags": sys.argv[4:]}}, f)
+record = {{"key": {{"family": 65535, "addr": [0] * 16}},
+          "value": {{"latency": 0, "cnt": 0, "slots": [0, 0, 0, 5] + [0] * 23}}}}
+print(json.dumps(record), flush=True)
+try:
+    time.sleep(30)
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def test_image_with_the_ecli_backend_hands_ecli_the_pulled_file(root, tmp_path):
+    """--backend ecli --image REF: ecli gets a file that holds the pulled
+    package (not the label REF#variant), named .json, gone afterwards."""
+    from runner import reference, registry
+
+    from .conftest import REPO, runner_cmd, runner_env
+    from .registry_server import registry as registry_server
+    report = tmp_path / "report.json"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "ecli"
+    stand_in.write_text(ECLI_STAND_IN.format(python=sys.executable, report=str(report)))
+    stand_in.chmod(0o755)
+    shipped_dir = package.shipped("raw_tp", host_arch()).parent.parent
+    with registry_server(tmp_path / "registry") as server:
+        image = f"{server.address}/tools/tcprtt:0.1"
+        registry.push(registry.Client(reference.parse(image)),
+                      registry.release_packages(shipped_dir))
+        env = dict(runner_env(), XDG_CACHE_HOME=str(tmp_path / "cache"),
+                   PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        proc = subprocess.run(runner_cmd("--backend", "ecli", "--image", image, "-v",
+                                         "-p", "8080", "-d", "1"),
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    variant = proc.stderr.split("attached with the ")[1].split()[0]
+    seen = json.loads(report.read_text())
+    assert seen["path"].endswith(".json") and "#" not in seen["path"]
+    wanted = package.shipped(variant, host_arch()).read_bytes()
+    assert seen["sha256"] == hashlib.sha256(wanted).hexdigest()
+    assert seen["flags"] == ["--lport", "8080"]
+    assert not os.path.exists(seen["path"]), "the link is removed when ecli is done"
+    assert "3 -> 7" not in proc.stdout or " 5 " in proc.stdout

@@ -106,3 +106,26 @@ def test_tracefs_is_found_where_it_is_mounted(tmp_path, monkeypatch):
     monkeypatch.setattr(features, "TRACEFS", (tmp_path / "a", tmp_path / "b"))
     assert features.tracefs() == tmp_path / "b"
     assert features.ensure_tracefs() == tmp_path / "b"
+
+
+def test_every_variant_names_a_check_that_exists():
+    from runner.tcprtt import variants
+    for v in variants.table():
+        assert v.check in features.CHECKS, v
+    assert features.run_check("no_such_check") == "unknown feature check 'no_such_check'"
+    assert features.check("no_such_variant") == "unknown attach variant 'no_such_variant'"
+
+
+def test_the_btf_typed_tracepoint_is_checked_in_the_kernels_btf(tmp_path, monkeypatch):
+    """tp_btf needs the tracepoint's prototype in BTF, btf_trace_tcp_probe,
+    and no tracefs; the real BTF has it, a BTF without it or none fails."""
+    assert features.check("tp_btf") is None
+    monkeypatch.setattr(features, "TRACEFS", (tmp_path / "none",))
+    assert features.check("tp_btf") is None
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(b"\0struct sock\0btf_trace_tcp_retransmit_skb\0")
+    monkeypatch.setattr(features, "VMLINUX_BTF", btf)
+    assert features.check("tp_btf") == ("the kernel's BTF has no btf_trace_tcp_probe "
+                                        "(Linux 5.5 or newer has it)")
+    monkeypatch.setattr(features, "VMLINUX_BTF", tmp_path / "absent")
+    assert features.check("tp_btf") == f"no kernel BTF at {tmp_path / 'absent'}"

@@ -26,6 +26,7 @@ from runner.bpfobject import BpfObject
 from runner.build import host_arch
 from runner.errors import PackageError
 from runner.loader import vet
+from runner.tcprtt import variants
 
 from .conftest import runner_cmd, runner_env, runqlat
 
@@ -451,7 +452,7 @@ def test_bytes_after_the_zlib_stream_are_refused(tmp_path):
 
 
 def test_shipped_and_real_packages_still_pass():
-    for variant in ("fentry", "kprobe", "raw_tp", "tracepoint"):
+    for variant in variants.names():
         for arch in ("x86_64", "arm64"):
             path = package.shipped(variant, arch)
             package.parse(json.loads(path.read_text()), str(path))

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import subprocess
 import time
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
@@ -16,6 +17,7 @@ from runner import features, package
 from runner.addresses import ipv6_halves, key_address
 from runner.build import host_arch
 from runner.histogram import Hist, bucket_bounds, percentile
+from runner.tcprtt import variants
 from runner.tracer import LibbpfTracer
 
 from .conftest import REPO, runner_cmd, runner_env
@@ -27,6 +29,9 @@ from .lab.netns import Lab
 DELAYS = [3.0, 12.0, 55.0]
 ROUNDS = {3.0: 120, 12.0: 60, 55.0: 20}
 MASS = 0.9  # share of a key's samples that must sit in the lab's bucket
+# The variants this kernel runs, in the variant table's order: each is
+# attached to the same traffic and checked on its own.
+RUNNABLE = tuple(v for v in variants.names() if variants.check(v, mount=False) is None)
 
 
 def slot_of(value: float) -> int:
@@ -36,8 +41,9 @@ def slot_of(value: float) -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if features.check("raw_tp") is not None:
-        pytest.fail("the project's machines run the raw tracepoint variant")
+    for variant in ("tp_btf", "raw_tp"):
+        if features.check(variant) is not None:
+            pytest.fail(f"the project's machines run the {variant} variant")
     with Lab(DELAYS, tmp_path_factory.mktemp("lab")) as lab:
         yield lab
 
@@ -82,6 +88,13 @@ def mass_in(hist: Hist, slot: int) -> float:
     return hist.slots[slot] / hist.total if hist.total else 0.0
 
 
+@contextmanager
+def every_variant(values: dict):
+    """One tracer per variant this kernel runs, all attached at once."""
+    with ExitStack() as stack:
+        yield {v: stack.enter_context(LibbpfTracer(pkg(v), values, v)) for v in RUNNABLE}
+
+
 @pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("ms", [False, True], ids=["usecs", "msecs"])
 def test_each_peer_lands_in_its_bucket_and_agrees_with_ss(root, lab, family, ms):
@@ -91,24 +104,27 @@ def test_each_peer_lands_in_its_bucket_and_agrees_with_ss(root, lab, family, ms)
     ports = {peer.index: 6000 + 10 * family + peer.index + (100 if ms else 0)
              for peer in lab.peers}
     seen = {}
-    with LibbpfTracer(pkg(), values, "raw_tp") as tracer:
-        # One peer after another, under one tracer: three connections at once
-        # on two cores put scheduling spikes into the lab's own RTT (the test
-        # below runs two peers at once).
+    with every_variant(values) as tracers:
+        # One peer after another, under one tracer each: three connections at
+        # once on two cores put scheduling spikes into the lab's own RTT (the
+        # test below runs two peers at once).
         for p in lab.peers:
             seen.update(drive(lab, [(p, family, ports[p.index])], sample_ss=True))
-        hists = {key_address(h.key): h for h in tracer.snapshot()}
+        by_variant = {v: {key_address(h.key): h for h in t.snapshot()}
+                      for v, t in tracers.items()}
     scale = 1000 if ms else 1
     for peer in lab.peers:
         expected = slot_of(peer.rtt_us / scale)
         # The client's sockets see the peer as remote; the peer's sockets see the client.
-        for addr in (peer.addr(family), peer.client_addr(family)):
-            h = hists.get(addr)
-            assert h is not None and h.total > 0, f"no histogram for {addr}: {list(hists)}"
-            assert mass_in(h, expected) >= MASS, (addr, expected, h.slots)
-            low, high = bucket_bounds(expected)
-            assert low <= h.latency / h.cnt <= high, (addr, h.latency / h.cnt)
-            assert low <= percentile(h.slots, 0.5) <= high, addr
+        for variant, hists in by_variant.items():
+            for addr in (peer.addr(family), peer.client_addr(family)):
+                h = hists.get(addr)
+                assert h is not None and h.total > 0, \
+                    f"{variant}: no histogram for {addr}: {list(hists)}"
+                assert mass_in(h, expected) >= MASS, (variant, addr, expected, h.slots)
+                low, high = bucket_bounds(expected)
+                assert low <= h.latency / h.cnt <= high, (variant, addr, h.latency / h.cnt)
+                assert low <= percentile(h.slots, 0.5) <= high, (variant, addr)
         srtt = seen.get((peer.index, family))
         assert srtt is not None, "ss showed the connection while it ran"
         assert slot_of(srtt / scale) == expected, (peer.index, srtt)
@@ -134,16 +150,17 @@ def test_average_and_percentiles_fall_in_the_lab_bucket(root, lab, family):
     # spikes in the lab itself can put a few percent of samples one bucket up,
     # which p99 would see.
     for peer in lab.peers:
-        with LibbpfTracer(pkg(), {"targ_raddr_hist": True, "targ_show_ext": True},
-                          "raw_tp") as tracer:
+        with every_variant({"targ_raddr_hist": True, "targ_show_ext": True}) as tracers:
             drive(lab, [(peer, family, 6700 + 10 * family + peer.index)])
-            hists = {key_address(h.key): h for h in tracer.snapshot()}
+            by_variant = {v: {key_address(h.key): h for h in t.snapshot()}
+                          for v, t in tracers.items()}
         expected = slot_of(peer.rtt_us)
         low, high = bucket_bounds(expected)
-        h = hists[peer.addr(family)]
-        assert low <= h.latency / h.cnt <= high
-        for q in (0.5, 0.9, 0.99):
-            assert low <= percentile(h.slots, q) <= high, (peer.index, q, h.slots)
+        for variant, hists in by_variant.items():
+            h = hists[peer.addr(family)]
+            assert low <= h.latency / h.cnt <= high, variant
+            for q in (0.5, 0.9, 0.99):
+                assert low <= percentile(h.slots, q) <= high, (variant, peer.index, q, h.slots)
 
 
 LAB_NETWORKS = (ipaddress.ip_network("10.201.0.0/16"), ipaddress.ip_network("fd00:201::/32"))
@@ -211,18 +228,11 @@ def test_local_address_keys_and_filter(root, lab, family):
 
 
 def test_every_runnable_variant_gives_the_same_histograms(root, lab):
-    variants = [v for v in ("fentry", "kprobe", "raw_tp", "tracepoint")
-                if features.check(v) is None]
-    assert len(variants) >= 2, variants
-    tracers = [LibbpfTracer(pkg(v), {"targ_dport": 6500 + i}, v)
-               for v in variants for i in (0,)]
-    try:
+    assert {"tp_btf", "raw_tp", "tracepoint"} <= set(RUNNABLE), RUNNABLE
+    with every_variant({"targ_dport": 6500}) as tracers:
         drive(lab, [(lab.peers[1], 4, 6500)])
-        results = {t.variant: t.snapshot()[0].slots for t in tracers}
-    finally:
-        for t in tracers:
-            t.close()
-    first = results[variants[0]]
+        results = {v: t.snapshot()[0].slots for v, t in tracers.items()}
+    first = results[RUNNABLE[0]]
     assert sum(first) >= ROUNDS[lab.peers[1].delay_ms]
     assert all(slots == first for slots in results.values()), results
 

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from runner import doctor
+from runner.tcprtt import variants
 
 from .conftest import REPO, loaded_programs, ours, programs_left, runner_cmd, runner_env
 from .test_cli import BANNER, Tracing
@@ -37,7 +38,7 @@ def test_doctor_reports_this_machine():
     facts = doctor.report()
     assert facts["btf"]["present"] is True
     assert re.match(r"^\d+\.\d+$", facts["libbpf"])
-    assert set(facts["variants"]) == {"fentry", "raw_tp", "tracepoint", "kprobe"}
+    assert list(facts["variants"]) == list(variants.names())
     assert any(v == "supported" for v in facts["variants"].values())
     proc = subprocess.run(runner_cmd("doctor", "--json"), cwd=REPO, env=runner_env(),
                           capture_output=True, text=True, timeout=30)

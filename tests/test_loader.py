@@ -13,13 +13,17 @@ from runner import features, package
 from runner.addresses import key_address
 from runner.build import host_arch
 from runner.errors import KernelError
-from runner.tracer import LibbpfTracer, choose
+from runner.tcprtt import variants
+from runner.tcprtt.variants import choose
+from runner.tracer import LibbpfTracer
 
 from . import conftest
 from .conftest import loaded_programs, programs_left, runqlat, shared_file
 from .traffic import tcp_pair
 
-VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
+VARIANTS = variants.names()
+# The variants this kernel runs, by their checks (tracefs is not mounted for this).
+RUNNABLE = tuple(v for v in VARIANTS if variants.check(v, mount=False) is None)
 
 
 def pkg(variant: str) -> package.Package:
@@ -62,12 +66,17 @@ def test_this_machine_runs_a_tracepoint_variant():
     assert runnable("raw_tp") or runnable("tracepoint")
 
 
+def test_the_project_machines_run_the_btf_typed_tracepoint():
+    """Linux 5.5 and newer with BTF: the socket is a typed argument."""
+    assert runnable("tp_btf"), features.check("tp_btf")
+
+
 def test_auto_falls_back_to_a_working_variant_and_reports_the_rest(root):
     packages = {v: pkg(v) for v in VARIANTS}
     choice = choose(packages, {}, "auto")
     try:
         assert choice.tracer.variant in VARIANTS
-        order = features.ORDER
+        order = VARIANTS
         skipped = [a.variant for a in choice.tried]
         assert skipped == list(order[:order.index(choice.tracer.variant)])
         assert all(a.reason for a in choice.tried)
@@ -278,7 +287,7 @@ def test_every_key_is_read_whatever_the_key_capacity(root, keys):
     assert len({key_address(x.key) for x in hists}) == keys
 
 
-@pytest.mark.parametrize("variant", ["raw_tp", "tracepoint"])
+@pytest.mark.parametrize("variant", RUNNABLE)
 def test_per_cpu_storage_counts_what_the_shared_map_counts(root, variant):
     """The runner's unkeyed per-CPU histogram and the hists map that ecli
     reads, attached at once to the same connection, hold the same samples."""
@@ -297,7 +306,7 @@ def test_per_cpu_storage_counts_what_the_shared_map_counts(root, variant):
     assert a[0].key == b[0].key
 
 
-@pytest.mark.parametrize("variant", ["raw_tp", "tracepoint"])
+@pytest.mark.parametrize("variant", RUNNABLE)
 @pytest.mark.parametrize("setting", ["targ_raddr_hist", "targ_laddr_hist"])
 def test_per_cpu_key_cache_counts_what_the_shared_map_counts(root, variant, setting):
     """Keyed, the runner's per-CPU key cache plus hists hold, key by key,

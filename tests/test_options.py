@@ -9,6 +9,8 @@ import pytest
 from runner import options
 from runner.config import probe_config
 from runner.errors import UsageError
+from runner.tcprtt import variants
+from runner.tcprtt.settings import probe_settings
 
 
 def parse(*argv: str) -> options.Options:
@@ -74,8 +76,8 @@ def test_bad_values_are_named_in_one_line(argv, fragment):
 
 
 def test_settings_from_options():
-    values = options.probe_settings(parse("-p", "8080", "-A", "192.168.1.100", "-a", "fe80::1",
-                                          "-B", "-m"))
+    values = probe_settings(parse("-p", "8080", "-A", "192.168.1.100", "-a", "fe80::1",
+                                  "-B", "-m"))
     assert values == {
         "targ_sport": 8080,
         "targ_daddr": int(ipaddress.IPv4Address("192.168.1.100")),
@@ -84,18 +86,20 @@ def test_settings_from_options():
         "targ_raddr_hist": True,
         "targ_ms": True,
     }
-    assert options.probe_settings(parse("-6"))["targ_ipver"] == 6
-    assert options.probe_settings(parse("-4"))["targ_ipver"] == 4
+    assert probe_settings(parse("-6"))["targ_ipver"] == 6
+    assert probe_settings(parse("-4"))["targ_ipver"] == 4
 
 
 def test_v4_mapped_address_becomes_the_ipv4_filter():
-    values = options.probe_settings(parse("-A", "::ffff:10.1.2.3"))
+    values = probe_settings(parse("-A", "::ffff:10.1.2.3"))
     assert values == {"targ_daddr": int(ipaddress.IPv4Address("10.1.2.3"))}
 
 
 def test_no_flags_no_settings():
-    assert options.probe_settings(parse()) == {}
-    assert options.probe_settings(parse(), keep_sum=True) == {"targ_show_ext": True}
+    assert probe_settings(parse()) == {}
+    assert probe_settings(parse(), "prometheus") == {"targ_show_ext": True}
+    assert probe_settings(parse("-m", "--prometheus", "9090")) == {"targ_show_ext": True}
+    assert probe_settings(parse("-m", "--json")) == {"targ_ms": True}
 
 
 def test_every_option_that_sets_a_variable_names_a_real_one():
@@ -113,3 +117,24 @@ def test_help_says_what_a_key_costs():
     text = " ".join(parser.format_help().split())
     assert f"at most {options.MAX_KEYS}" in text
     assert "220 bytes of locked kernel memory" in text
+
+
+def test_attach_takes_auto_and_every_variant_of_the_table():
+    for name in variants.attach_choices():
+        assert parse("--attach", name).attach == name
+    assert variants.attach_choices() == ("auto", *probe_config()["variants"])
+
+
+def test_every_option_that_sets_a_setting_has_its_value_kind():
+    """What settings.py reads in "sets": a list is an address (the IPv4
+    setting, then the IPv6 halves), a switch's "value" fits its setting."""
+    config = probe_config()
+    for opt in config["options"]:
+        sets = opt.get("sets")
+        if isinstance(sets, list):
+            assert len(sets) == 3 and "anyOf" in opt["schema"], opt["dest"]
+        elif "value" in opt:
+            assert opt.get("action") == "store_true", opt["dest"]
+            assert config["variables"][sets]["type"] == "int", opt["dest"]
+    for output, needs in config["outputs"].items():
+        assert set(needs) - {"why"} <= set(config["variables"]), output

@@ -12,10 +12,11 @@ import pytest
 from runner import package
 from runner.build import host_arch
 from runner.errors import PackageError
+from runner.tcprtt import variants
 
 from .conftest import runqlat
 
-VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
+VARIANTS = variants.names()
 
 
 def shipped_doc(variant: str = "raw_tp") -> dict:

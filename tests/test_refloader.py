@@ -29,11 +29,12 @@ import pytest
 from runner import features, package
 from runner.addresses import KEY_FAMILY_ALL, ipv6_halves
 from runner.build import host_arch
+from runner.tcprtt import variants
 
 from .conftest import REPO, runner_cmd, runner_env, shared_file
 from .traffic import tcp_pair
 
-VARIANTS = ("fentry", "raw_tp", "tracepoint", "kprobe")
+VARIANTS = variants.names()
 ROUNDS = 300
 INTERVAL = 1.0  # both read every second: refloader at the package's 1000 ms, the runner -i 1
 FAMILIES = {KEY_FAMILY_ALL: "all", 2: "ipv4", 10: "ipv6"}

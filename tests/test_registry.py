@@ -16,6 +16,7 @@ from runner.build import host_arch
 from runner.errors import RegistryError, UsageError
 from runner.options import RegistryOptions
 from runner.package import shipped
+from runner.tcprtt.variants import names as variant_names
 
 from .conftest import REPO, runner_cmd, runner_env, shared_file
 from .registry_server import registry as registry_server
@@ -26,7 +27,7 @@ ARCH = host_arch()
 # The smallest valid WebAssembly module, with a custom section so that it is
 # tcprtt's own; the tests publish it where a release carries tcprtt.wasm.
 MODULE = b"\0asm\x01\0\0\0" + bytes([0, 12, 11]) + b"tcprtt-test"
-VARIANTS = ("fentry", "kprobe", "raw_tp", "tracepoint")
+VARIANTS = tuple(sorted(variant_names()))  # as the tests list what was pulled
 
 
 @pytest.fixture

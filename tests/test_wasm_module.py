@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from runner import features, options
-from runner.config import probe_config
+from runner import options
 from runner.histogram import Hist
 from runner.package import load, rodata_image, shipped
 from runner.run import BANNER, render_interval
+from runner.tcprtt import variants
+from runner.tcprtt.settings import probe_settings
 
 from .conftest import REPO, runner_cmd, runner_env
 from .traffic import Pair
@@ -186,9 +187,8 @@ def test_bad_flags_are_the_runners_one_line_and_exit_2(argv, tmp_path):
 
 
 def _objects_in_order() -> list[tuple[str, str]]:
-    variants = probe_config()["variants"]
-    return [(v, arch) for v in features.ORDER
-            for arch in (ARCHES if variants[v]["arch_specific"] else ARCHES[:1])]
+    return [(v.name, arch) for v in variants.table()
+            for arch in (ARCHES if v.arch_specific else ARCHES[:1])]
 
 
 def _runner_options(argv: list[str]) -> options.Options:
@@ -212,7 +212,7 @@ def test_each_object_is_loaded_with_the_runners_settings(argv, tmp_path):
     assert code == 1 and "no attach variant works" in err
     order = _objects_in_order()
     assert len(host.objects) == len(order)
-    values = options.probe_settings(_runner_options(argv))
+    values = probe_settings(_runner_options(argv))
     for (variant, arch), loaded in zip(order, host.objects):
         pkg = load(shipped(variant, arch))
         at, size = next((s[2], s[3]) for s in pkg.bpf.sections if s[0] == ".rodata")
@@ -512,12 +512,12 @@ def test_falls_back_to_the_variant_the_runner_uses(wasm_bpf):
     assert proc.returncode == 0 and native.returncode == 0, proc.stderr + native.stderr
     variant = native.stderr.split("attached with the ")[1].split()[0]
     assert f"tcprtt: attached with the {variant} variant\n" in proc.stderr
-    before = features.ORDER[:features.ORDER.index(variant)]
-    for other in before:
+    order = variants.names()
+    for other in order[:order.index(variant)]:
         assert f"tcprtt: {other} not used: " in proc.stderr
-    if variant == "raw_tp":  # this kernel: no fentry, no kprobes
+    if variant == order[1]:  # this kernel: no fentry, no kprobes
         assert "tcprtt: fentry not used: failed to load" in proc.stderr
-        assert "tcprtt: kprobe (arm64) not used: not tried: raw_tp attached first" \
+        assert f"tcprtt: kprobe (arm64) not used: not tried: {variant} attached first" \
             in proc.stderr
 
 

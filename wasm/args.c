@@ -16,14 +16,14 @@ static const struct opt_spec OPTIONS[] = {
 	PROBE_OPTIONS
 	{"json", {"--json", 0}, "", "one JSON object per key per interval on stdout", OPT_FLAG,
 	 0, 0},
-	{"attach", {"--attach", 0}, "auto|fentry|kprobe|raw_tp|tracepoint",
+	{"attach", {"--attach", 0}, ATTACH_METAVAR,
 	 "attach point (default: auto, the cheapest that loads and attaches)", OPT_TEXT, 0, 0},
 	{"verbose", {"-v", "--verbose", 0}, "", "say what is being done", OPT_FLAG, 0, 0},
 };
 #define N_OPTIONS ((int)(sizeof(OPTIONS) / sizeof(OPTIONS[0])))
 
-static const char *const ATTACH_CHOICES[] = {"auto", "fentry", "kprobe", "raw_tp", "tracepoint"};
-#define ATTACH_LIST "auto, fentry, kprobe, raw_tp, tracepoint"
+/* "auto" and the variants, from config.json (config.h, generated). */
+static const char *const ATTACH_NAMES[] = ATTACH_CHOICES;
 
 /* The four constraints of config.json, checked in its order. */
 #define BOTH_KEYS "-b/--byladdr and -B/--byraddr cannot be used together"
@@ -325,15 +325,15 @@ static enum parse_result check(struct parsed *p, struct options *o, char *error,
 
 	o->attach = "auto";
 	if (p->set[attach]) {
-		size_t i, n = sizeof(ATTACH_CHOICES) / sizeof(ATTACH_CHOICES[0]);
+		size_t i, n = sizeof(ATTACH_NAMES) / sizeof(ATTACH_NAMES[0]);
 
-		for (i = 0; i < n && strcmp(p->value[attach], ATTACH_CHOICES[i]); i++)
+		for (i = 0; i < n && strcmp(p->value[attach], ATTACH_NAMES[i]); i++)
 			;
 		if (i == n) {
 			py_repr(p->value[attach], shown, sizeof(shown));
 			return fail(error, size, "--attach: %s is not one of " ATTACH_LIST, shown);
 		}
-		o->attach = ATTACH_CHOICES[i];
+		o->attach = ATTACH_NAMES[i];
 	}
 
 	int interval = option_index("interval"), duration = option_index("duration");

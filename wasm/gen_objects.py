@@ -7,7 +7,8 @@ probe/config.json, and writes two headers into OUT_DIR:
 
 - ``config.h``: the histogram map's key and value layout, one enum constant
   per ``.rodata`` setting, which bytes of which settings an address filter's
-  bytes go to, and the command-line options of config.json;
+  bytes go to, the command-line options of config.json and the attach
+  variants that ``--attach`` takes;
 - ``objects.h``: every object's bytes, in the runner's order of attach
   variants (the architecture-specific ones once per architecture), each with
   where ``.rodata`` and each setting lie in the file.
@@ -24,9 +25,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runner import features, options  # noqa: E402
+from runner import options  # noqa: E402
 from runner.config import probe_config  # noqa: E402
 from runner.package import Package, encode_setting, load  # noqa: E402
+from runner.tcprtt import variants  # noqa: E402
+from runner.tcprtt.settings import probe_settings  # noqa: E402
 
 ARCHES = ("x86_64", "arm64")  # the architectures whose packages ship, in the order tried
 # Addresses whose bytes are all different and non-zero: where each byte lands
@@ -42,14 +45,13 @@ def c_ident(name: str) -> str:
 
 def objects() -> list[tuple[str, str, Package]]:
     """(variant, arch or "", package) in the order the module tries them."""
-    variants = probe_config()["variants"]
     out = []
-    for variant in features.ORDER:
-        if variants[variant]["arch_specific"]:
-            out += [(variant, arch, load(PACKAGES / arch / f"tcprtt.{variant}.json"))
+    for v in variants.table():
+        if v.arch_specific:
+            out += [(v.name, arch, load(PACKAGES / arch / f"tcprtt.{v.name}.json"))
                     for arch in ARCHES]
         else:
-            out.append((variant, "", load(PACKAGES / ARCHES[0] / f"tcprtt.{variant}.json")))
+            out.append((v.name, "", load(PACKAGES / ARCHES[0] / f"tcprtt.{v.name}.json")))
     return out
 
 
@@ -66,7 +68,7 @@ def address_map(pkg: Package, dest: str, text: str, width: int) -> list[tuple[st
     base = options.Options(interval=1, duration=None, timestamp=False, milliseconds=False,
                            lport=None, rport=None, laddr=None, raddr=None, byladdr=False,
                            byraddr=False, extension=False, ipv4=False, ipv6=False)
-    values = options.probe_settings(replace(base, **{dest: text}))
+    values = probe_settings(replace(base, **{dest: text}))
     where: dict[int, tuple[str, int]] = {}
     for name, value in values.items():
         for i, b in enumerate(encode_setting(pkg, pkg.setting(name), value)):
@@ -119,7 +121,7 @@ def config_h(pkg: Package, names: list[str]) -> str:
               "\tunsigned int rodata;\t/* file offset of .rodata */",
               "\tunsigned int rodata_size;",
               "\tstruct { unsigned int offset, size; } settings[SET_COUNT];",
-              "};", "", *options_table(), "", "#endif", ""]
+              "};", "", *options_table(), "", *attach_table(), "", "#endif", ""]
     return "\n".join(lines)
 
 
@@ -149,6 +151,15 @@ def options_table() -> list[str]:
                         f"{schema.get('minimum', 0)}, {schema.get('maximum', 0)}}},")
     lines.append(" \\\n".join(["#define PROBE_OPTIONS", *elements]))
     return lines
+
+
+def attach_table() -> list[str]:
+    """What --attach takes: "auto" and config.json's variants, in its order."""
+    choices = variants.attach_choices()
+    return ["/* What --attach takes, as config.json lists the variants. */",
+            f"#define ATTACH_CHOICES {{{', '.join(c_string(c) for c in choices)}}}",
+            f"#define ATTACH_LIST {c_string(', '.join(choices))}",
+            f"#define ATTACH_METAVAR {c_string('|'.join(choices))}"]
 
 
 def objects_h(objs: list[tuple[str, str, Package]]) -> str:

@@ -1,5 +1,5 @@
 /* Loading: each embedded object in the runner's order of attach variants
- * (fentry, raw_tp, tracepoint, kprobe; kprobe once per architecture, as a
+ * (config.json's; an architecture-specific one once per architecture, as a
  * module cannot tell which architecture its host runs on), a patched copy
  * loaded, its one program attached. Reading: the histogram map walked with
  * get_next_key from an all-zero key, the key no entry has. */

@@ -4,9 +4,11 @@ the JSON records it prints, in the same shape the libbpf backend produces."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterable
 from typing import IO
@@ -51,38 +53,60 @@ def setting_flags(package: Package, values: dict[str, object]) -> list[str]:
     return flags
 
 
+def package_file(package: Package) -> tuple[str, str | None]:
+    """(the path to hand ecli, a directory to remove afterwards or None).
+
+    ecli takes a file and tells its type by the suffix, so the package goes
+    by the file it was read from; one without the .json suffix (a package
+    from the registry cache is stored by its digest) goes by a link named
+    with it, in a directory of its own."""
+    if package.path is None:
+        raise TcprttError(f"{package.source}: ecli runs a package file, and this package "
+                          "was not read from one; use --backend libbpf")
+    path = os.path.abspath(package.path)
+    if path.endswith(".json"):
+        return path, None
+    directory = tempfile.mkdtemp(prefix="tcprtt-ecli-")
+    link = os.path.join(directory, f"{package.name}.json")
+    os.symlink(path, link)
+    return link, directory
+
+
 class EcliTracer:
     """An ``ecli run -j`` child process and the latest record per key."""
 
-    def __init__(self, package: Package, path: str, values: dict[str, object],
-                 variant: str, ecli: str | None = None):
+    def __init__(self, package: Package, values: dict[str, object], variant: str,
+                 ecli: str | None = None):
         self.variant = variant
         exe = ecli or shutil.which("ecli")
         if exe is None:
             raise TcprttError("ecli not found on PATH: install eunomia-bpf's ecli, "
                               "or use --backend libbpf")
-        argv = [exe, "run", "-j", path, *setting_flags(package, values)]
+        flags = setting_flags(package, values)
+        path, self._directory = package_file(package)
         self._latest: dict[str, Hist] = {}
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        try:
+            self._proc = subprocess.Popen([exe, "run", "-j", path, *flags],
+                                          stdout=subprocess.PIPE, text=True)
+        except BaseException:
+            self._remove_directory()
+            raise
         self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,),
                                         daemon=True)
         self._reader.start()
 
     @classmethod
-    def for_tcprtt(cls, opts, values: dict[str, object], packages: dict[str, Package]):
-        from .. import features
-        order = features.ORDER if opts.attach == "auto" else (opts.attach,)
-        reasons = []
-        for variant in order:
-            if variant not in packages:
-                continue
-            reason = features.check(variant)
-            if reason is None:
-                pkg = packages[variant]
-                return cls(pkg, pkg.source, values, variant)
-            reasons.append(f"{variant}: {reason}")
-        raise TcprttError(f"no attach variant for ecli ({'; '.join(reasons)})")
+    def loader(cls, values: dict[str, object], ecli: str | None = None):
+        """``load(package, variant)`` for the variant chooser."""
+        def load(package: Package, variant: str) -> EcliTracer:
+            return cls(package, values, variant, ecli)
+        return load
+
+    def _remove_directory(self) -> None:
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
     def _read(self, stream: IO[str]) -> None:
         for hist in parse_records(stream):
@@ -109,3 +133,4 @@ class EcliTracer:
         self._reader.join(timeout=1)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+        self._remove_directory()

@@ -8,7 +8,9 @@ import argparse
 import ipaddress
 import os
 import re
+import sys
 from dataclasses import dataclass
+from typing import TextIO
 
 import jsonschema
 
@@ -77,8 +79,12 @@ def add_registry_flags(parser: argparse.ArgumentParser) -> None:
                         help="CA bundle to trust for the registry's TLS certificate")
     parser.add_argument("--username", metavar="USER",
                         help="registry user (also TCPRTT_REGISTRY_USERNAME)")
+    parser.add_argument("--password-stdin", dest="password_stdin", action="store_true",
+                        help="read the registry password from the first line of standard "
+                             "input (or set TCPRTT_REGISTRY_PASSWORD)")
     parser.add_argument("--password", metavar="PASSWORD",
-                        help="registry password (also TCPRTT_REGISTRY_PASSWORD)")
+                        help="registry password on the command line, where every user of "
+                             "the machine sees it (ps): prefer --password-stdin")
 
 
 # The most keys a histogram map may hold: more distinct peers than any host
@@ -140,12 +146,36 @@ class RegistryOptions:
     password: str | None = None
 
 
-def registry_options(ns: argparse.Namespace) -> RegistryOptions:
-    if (ns.username is None) != (ns.password is None):
-        raise UsageError("--username and --password go together")
+MAX_PASSWORD = 4096  # bytes of the line that --password-stdin reads
+
+
+def read_password(stdin: TextIO) -> str:
+    """The first line of ``stdin``, without its line ending."""
+    line = stdin.readline(MAX_PASSWORD + 1)
+    if len(line) > MAX_PASSWORD:
+        raise UsageError(f"--password-stdin: the line is longer than {MAX_PASSWORD} characters")
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise UsageError("--password-stdin: no password on the first line of standard input")
+    return password
+
+
+def registry_options(ns: argparse.Namespace, stdin: TextIO | None = None) -> RegistryOptions:
+    """The registry flags, checked; with --password-stdin the password is
+    read here, from ``stdin`` (the process's standard input by default)."""
+    password = ns.password
+    if getattr(ns, "password_stdin", False):
+        if password is not None:
+            raise UsageError("--password and --password-stdin cannot be used together")
+        if ns.username is None:
+            raise UsageError("--password-stdin needs --username")
+        password = read_password(stdin if stdin is not None else sys.stdin)
+    if (ns.username is None) != (password is None):
+        raise UsageError("--username needs --password-stdin (or --password), and the "
+                         "password needs --username")
     if ns.ca_file is not None and not os.path.isfile(ns.ca_file):
         raise UsageError(f"--ca-file: {ns.ca_file!r} is not a file")
-    return RegistryOptions(ns.insecure, ns.ca_file, ns.username, ns.password)
+    return RegistryOptions(ns.insecure, ns.ca_file, ns.username, password)
 
 
 @dataclass(frozen=True)

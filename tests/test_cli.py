@@ -331,3 +331,97 @@ def test_package_built_for_another_architecture_is_refused(root):
     assert proc.stderr == (f"tcprtt: {package}: the package was built for {other}, "
                            f"this machine is {host_arch()}\n")
     assert not programs_left(before)
+
+
+# -- registry credentials: --password-stdin ---------------------------------------------
+
+def _registry_ns(*argv: str):
+    import argparse
+
+    from runner import options
+    parser = argparse.ArgumentParser()
+    options.add_registry_flags(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_password_stdin_reads_the_first_line_only():
+    import io
+
+    from runner import options
+    for given in ("s3cret\nnext line\n", "s3cret\r\n", "s3cret"):
+        reg = options.registry_options(_registry_ns("--username", "ci", "--password-stdin"),
+                                       stdin=io.StringIO(given))
+        assert (reg.username, reg.password) == ("ci", "s3cret"), given
+    spaced = options.registry_options(_registry_ns("--username", "ci", "--password-stdin"),
+                                      stdin=io.StringIO(" two words \n"))
+    assert spaced.password == " two words "  # kept as typed, only the line ending goes
+
+
+@pytest.mark.parametrize("argv,stdin,message", [
+    (("--username", "ci", "--password-stdin"), "", "no password on the first line"),
+    (("--username", "ci", "--password-stdin"), "\n", "no password on the first line"),
+    (("--username", "ci", "--password-stdin"), "x" * 5000, "longer than 4096"),
+    (("--password-stdin",), "s3cret\n", "--password-stdin needs --username"),
+    (("--username", "ci", "--password", "a", "--password-stdin"), "b\n", "cannot be used together"),
+    (("--username", "ci"), "", "--username needs --password-stdin"),
+    (("--password", "a"), "", "the password needs --username"),
+])
+def test_password_stdin_misuse_is_one_usage_error(argv, stdin, message):
+    import io
+
+    from runner import options
+    from runner.errors import UsageError
+    with pytest.raises(UsageError, match=re.escape(message)):
+        options.registry_options(_registry_ns(*argv), stdin=io.StringIO(stdin))
+
+
+def test_help_says_password_is_seen_in_ps_and_offers_password_stdin():
+    env = dict(runner_env(), COLUMNS="400")  # no line broken inside a flag's name
+    for command in ((), ("push",), ("pull",)):
+        proc = subprocess.run(runner_cmd(*command, "--help"), cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())
+        assert "--password-stdin" in text
+        assert "sees it (ps): prefer --password-stdin" in text
+
+
+def test_push_and_pull_with_the_password_on_stdin(tmp_path):
+    """A registry behind TLS and basic auth: the password comes on stdin and
+    never on the command line; a wrong one is refused in one line."""
+    from .registry_server import registry as registry_server
+    with registry_server(tmp_path / "secure", tls=True, users={"ci": "s3cret"}) as s:
+        env = runner_env()
+        env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+        env["HOME"] = str(tmp_path / "home")  # no ~/.docker/config.json to fall back on
+        for name in ("TCPRTT_REGISTRY_USERNAME", "TCPRTT_REGISTRY_PASSWORD", "DOCKER_CONFIG"):
+            env.pop(name, None)
+        ref = f"{s.address}/tools/tcprtt:1"
+        flags = ("--ca-file", str(s.ca_file), "--username", "ci", "--password-stdin")
+
+        def tcprtt(*argv: str, stdin: str) -> subprocess.CompletedProcess:
+            return subprocess.run(runner_cmd(*argv), cwd=REPO, env=env, input=stdin,
+                                  capture_output=True, text=True, timeout=120)
+
+        wrong = tcprtt("push", ref, "--no-module", *flags, stdin="not-it\n")
+        assert wrong.returncode == 1, wrong.stderr
+        assert len(wrong.stderr.splitlines()) == 1 and "401" in wrong.stderr, wrong.stderr
+        assert "not-it" not in wrong.stderr
+        pushed = tcprtt("push", ref, "--no-module", *flags, stdin="s3cret\n")
+        assert pushed.returncode == 0, pushed.stderr
+        assert pushed.stdout.startswith(f"{s.address}/tools/tcprtt@sha256:")
+        pulled = tcprtt("pull", ref, *flags, stdin="s3cret\n")
+        assert pulled.returncode == 0, pulled.stderr
+        assert pulled.stdout.splitlines()[0] == pushed.stdout.strip()
+        assert "  raw_tp: " in pulled.stdout
+        none = tcprtt("pull", ref, "--ca-file", str(s.ca_file), stdin="")
+        assert none.returncode == 1 and "asks for credentials" in none.stderr, none.stderr
+
+
+def test_the_module_only_hand_over_keeps_the_registry_flags_back():
+    from runner.cli.trace import parser
+    from runner.session import module_flags
+    known = [f for f in parser()._option_string_actions if f.startswith("--")]
+    argv = ["-d", "1", "--image", "r.example/t:1", "--username", "ci", "--password-stdin",
+            "--ca=ca.pem", "--insec", "--password", "pw", "-B", "--json"]
+    assert module_flags(argv, known) == ["-d", "1", "-B", "--json"]

@@ -173,7 +173,3 @@ def _fast_decoder(package: Package):
                     slots=fields[2:], latency=fields[0], cnt=fields[1])
     return decode
 
-
-
-# Until every caller imports it from its own module.
-from .tcprtt.variants import Attempt, Choice, choose  # noqa: E402,F401

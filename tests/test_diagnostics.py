@@ -155,7 +155,8 @@ def test_classes_from_errno_and_log():
     assert probe.classify("attach", 1, "", [])[0] is KernelError  # a permission, not the kernel
     assert probe.classify("load", 95, "", [])[0] is unsupported
     assert probe.classify("load", 22, "", [])[0] is unsupported  # no log: unknown type or attr
-    assert probe.classify("load", 1, "", [], ["tracing"]) == (unsupported, "no tracing programs")
+    assert probe.classify("load", 1, "", [], ["tracing programs"]) == (
+        unsupported, "no tracing programs")
     assert probe.classify("load", 1, "", [])[0] is KernelError
     assert probe.classify("open", 22, "", ["libbpf: elf: bad"])[0] is KernelError
     log = "0: R1=ctx() R10=fp0\n0: (85) call bpf_xyz#212\nunknown func bpf_xyz#212\n" \
@@ -163,10 +164,23 @@ def test_classes_from_errno_and_log():
     assert probe.classify("load", 22, log, []) == (unsupported, "unknown func bpf_xyz#212")
     log = "1: (61) r0 = *(u32 *)(r0 +32)\ninvalid access to map value, value_size=16 off=32" \
           " size=4\nprocessed 9 insns\n"
-    assert probe.classify("load", 13, log, []) == (
-        refused, "invalid access to map value, value_size=16 off=32 size=4")
+    assert probe.classify("load", 13, log, []) == (refused, "")
+    assert probe.verifier_cause(log) == "invalid access to map value, value_size=16 off=32 size=4"
     note = "libbpf: prog 'p': failed to find kernel BTF type ID of 'gone': -3"
     assert probe.classify("load", 3, "", [note])[0] is unsupported
+    note = "libbpf: map 'hists': failed to create: Invalid argument(-22)"
+    assert probe.classify("load", 22, "", [note])[0] is KernelError  # sizes, not the kernel
+
+
+def test_a_map_the_kernel_will_not_create_is_not_called_unsupported(root, logs):
+    # A map of no entries: EINVAL with nothing verified, yet this kernel has
+    # every type the object uses. libbpf's own word is in the line.
+    with pytest.raises(KernelError) as info:
+        LoadedProbe(shipped("raw_tp"), max_entries=0).close()
+    exc = info.value
+    assert type(exc) is KernelError and exc.errno == 22
+    assert "(libbpf: map 'hists': failed to create: Invalid argument(-22))" in str(exc)
+    assert "Retrying without BTF" in logged_path(exc).read_text()
 
 
 def test_logs_go_to_the_temporary_directory_when_no_other_will_do(tmp_path, monkeypatch):

@@ -138,6 +138,8 @@ _SIGNATURES = {
     "libbpf_major_version": (c_uint32, [], None),
     "libbpf_minor_version": (c_uint32, [], None),
     "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p], None),
+    "libbpf_probe_bpf_map_type": (c_int, [c_int, c_void_p], None),
+    "libbpf_bpf_map_type_str": (c_char_p, [c_int], None),
     # Objects that a wasm module loads: found by name, raw map calls that
     # return 0 or a negative errno, and ring and perf buffers.
     "bpf_object__find_map_by_name": (c_void_p, [c_void_p, c_char_p], None),

@@ -54,6 +54,11 @@ _LACKING_NOTES = re.compile(
     r"|failed to find valid kernel BTF|kernel doesn't support|not supported by (the )?kernel"
     r"|failed to resolve CO-RE relocation|failed to find BTF for extern",
     re.IGNORECASE)
+# A map libbpf could not create (its name is the group).
+_MAP_FAILED = re.compile(r"map '([^']*)': failed to create")
+# libbpf's remarks around a failure that name no cause.
+_NOISE = ("Retrying without BTF", "failed to load object", "failed to load: -",
+          "permission error while running as root")
 # The verifier's closing statistics, which name no cause.
 _STATS = ("processed ", "verification time", "stack depth", "max_states_per_insn",
           "peak_states", "mark_read")
@@ -98,33 +103,45 @@ def _lacking_line(text: str, pattern: re.Pattern) -> str | None:
 
 
 def classify(stage: str, err: int, log: str, notes: list[str],
-             missing_types: list[str] = ()) -> tuple[type[KernelError], str]:
-    """(the error class, why in a few words) of a failed ``stage`` ("load"
-    or "attach") with errno ``err``, the verifier's ``log``, libbpf's
-    ``notes`` and the program types the kernel lacks."""
+             missing: list[str] = ()) -> tuple[type[KernelError], str]:
+    """(the error class, why in a few words, or "") of a failed ``stage``
+    ("open", "load" or "attach") with errno ``err``, the verifier's ``log``,
+    libbpf's ``notes`` and what the kernel was found to lack (``missing``,
+    such as "tracing programs")."""
     if stage == "open":  # the object itself: a package's fault, not the kernel's
         return KernelError, ""
+    if missing:
+        return KernelUnsupported, f"no {' or '.join(missing)}"
     if err in (errno_mod.EOPNOTSUPP, ENOTSUPP):
         return KernelUnsupported, ""
     if stage == "attach":
         return (KernelUnsupported if err in _ATTACH_LACKING else KernelError), ""
-    if missing_types:
-        return KernelUnsupported, f"no {' or '.join(missing_types)} programs"
     if err == LIBBPF_ERRNO_PROGTYPE:
         return KernelUnsupported, "no such program type"
     if log.strip():
         line = _lacking_line("\n".join(_meaningful(log)[-CAUSE_LINES:]), _LACKING)
         if line is not None:
             return KernelUnsupported, line
-        return VerifierRefused, verifier_cause(log)
+        return VerifierRefused, ""
     note = _lacking_line("\n".join(notes), _LACKING_NOTES)
     if note is not None:
         return KernelUnsupported, note.removeprefix("libbpf: ")
+    if any(_MAP_FAILED.search(note) for note in notes):
+        return KernelError, ""  # a map's size or flags, not a missing feature
     if err in (LIBBPF_ERRNO_VERIFY, LIBBPF_ERRNO_PROG2BIG):
-        return VerifierRefused, libbpf.strerror(err)
+        return VerifierRefused, ""
     if err in _LOAD_LACKING:
-        return KernelUnsupported, libbpf.strerror(err)
+        return KernelUnsupported, ""
     return KernelError, ""
+
+
+def main_note(notes: list[str]) -> str:
+    """The libbpf message that says most: the first that is not one of its
+    closing or retrying remarks."""
+    for note in notes:
+        if not any(noise in note for noise in _NOISE):
+            return note.removeprefix("libbpf: ")
+    return notes[0].removeprefix("libbpf: ") if notes else ""
 
 
 def _log_dirs() -> list[Path]:
@@ -193,18 +210,18 @@ def write_log(text: str, kind: str) -> str | None:
 
 
 def diagnose(message: str, exc: libbpf.LibbpfError, stage: str, notes: list[str],
-             log: str = "", missing_types: list[str] = ()) -> KernelError:
+             log: str = "", missing: list[str] = ()) -> KernelError:
     """The error for a failed load or attach: one line naming the cause and
     the file that holds the whole log; the log itself on the error too."""
     err = exc.errno
-    cls, why = classify(stage, err, log, notes, missing_types)
+    cls, why = classify(stage, err, log, notes, missing)
     reason = exc.args[0].split(": ", 1)[-1]
     if log.strip():
         line = f"{message} (verifier: {verifier_cause(log)}): {reason}"
     else:
         line = f"{message}: {reason}"
-        if notes and not why:  # libbpf's first word, unless the cause is known
-            line += f" (libbpf: {notes[0].removeprefix('libbpf: ')})"
+        if notes and not why:  # libbpf's word, unless the cause is known
+            line += f" (libbpf: {main_note(notes)})"
     if cls is not KernelError:
         line += f": {cls.kind}" + (f" ({why})" if why and why not in line else "")
     text = ""
@@ -273,25 +290,34 @@ class LoadedProbe:
     def _load_error(self, exc: libbpf.LibbpfError) -> KernelError:
         notes = [m for m in libbpf.recent_messages() if m]
         log = self._log.value.decode("utf-8", "replace")
-        missing = []
+        missing: list[str] = []
         if not log.strip() and not (exc.errno == errno_mod.EPERM and capabilities.missing()):
-            # Nothing verified: ask the kernel whether it has the program
-            # types at all (a refusal for want of capabilities is not that).
-            missing = self._missing_program_types()
+            # Nothing verified: ask the kernel whether it has the program and
+            # map types at all (a refusal for want of capabilities is not that).
+            missing = self._missing_types(notes)
         return diagnose(f"{self.package.source}: the kernel refused to load it", exc, "load",
                         notes, log, missing)
 
-    def _missing_program_types(self) -> list[str]:
+    def _missing_types(self, notes: list[str]) -> list[str]:
+        """"<type> programs" and "<type> maps" of this object that the kernel
+        lacks: of every program, and of each map that libbpf could not create."""
+        lib = self._lib
         missing = []
         for handle, _, _ in self.programs():
-            ptype = self._lib.bpf_program__type(handle)
-            if self._lib.libbpf_probe_bpf_prog_type(ptype, None) == 0:
-                name = self._lib.libbpf_bpf_prog_type_str(ptype)
-                name = name.decode() if name else f"type {ptype}"
-                if name not in missing:
-                    missing.append(name)
+            ptype = lib.bpf_program__type(handle)
+            if lib.libbpf_probe_bpf_prog_type(ptype, None) == 0:
+                name = lib.libbpf_bpf_prog_type_str(ptype)
+                missing.append(f"{name.decode() if name else ptype} programs")
+        for note in notes:
+            found = _MAP_FAILED.search(note)
+            handle = self._maps.get(found.group(1)) if found else None
+            if handle:
+                mtype = lib.bpf_map__type(handle)
+                if lib.libbpf_probe_bpf_map_type(mtype, None) == 0:
+                    name = lib.libbpf_bpf_map_type_str(mtype)
+                    missing.append(f"{name.decode() if name else mtype} maps")
         libbpf.recent_messages()  # the probes' own messages are not the load's
-        return missing
+        return list(dict.fromkeys(missing))
 
     def _collect_maps(self) -> dict[str, int]:
         maps = {}

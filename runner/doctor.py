@@ -23,17 +23,22 @@ def report() -> dict:
     except Exception as exc:  # the report must come out whatever is broken
         lib, lib_error = None, str(exc)
     variants = {}
+    kernel_says: dict[str, dict] = {}
+    can_load = lib is not None and not capabilities.missing()
     from .tcprtt import variants as table
     for variant in table.names():
         if lib is None and table.get(variant).check == "tracing_function":  # asks libbpf
             variants[variant] = f"unknown: {lib_error}"
             continue
-        reason = features.check(variant, mount=False)  # a report changes nothing
+        reason = features.check(variant, mount=False)  # a report mounts nothing
         variants[variant] = "supported" if reason is None else f"not supported: {reason}"
+        if can_load:
+            kernel_says[variant] = _load(variant, reason)
+            variants[variant] = kernel_says[variant].pop("status")
     caps = capabilities.effective()
     tracefs = features.tracefs()
     denied = None if tracefs else features.tracefs_denied()
-    from .build import host_arch
+    from .config import host_arch
     return {
         "kernel": platform.release(),
         "arch": host_arch(),
@@ -43,6 +48,7 @@ def report() -> dict:
         "tracefs": str(tracefs) if tracefs else None,
         "tracefs_unreadable": str(denied) if denied else None,
         "variants": variants,
+        "kernel_says": kernel_says,
         "capabilities": {name: bool(caps & (1 << bit)) for name, bit in CAPS},
         "can_trace": not capabilities.missing(caps),
         "ecli": shutil.which("ecli"),
@@ -50,6 +56,42 @@ def report() -> dict:
         "bpf_stats_enabled": _read("/proc/sys/kernel/bpf_stats_enabled"),
         "euid": os.geteuid(),
     }
+
+
+def _load(variant: str, reason: str | None) -> dict:
+    """The kernel's own word on a shipped variant: loaded, and attached for a
+    moment (unless that would mount tracefs), then closed. ``class`` is what
+    a failure was (KernelUnsupported, VerifierRefused or KernelError), as
+    the variant chooser meets it; ``log`` the file with its whole log."""
+    from .config import host_arch
+    from .errors import KernelError, TcprttError
+    from .loader.probe import TRACEPOINT_SECTIONS, LoadedProbe
+    from .package import load, shipped
+    try:
+        pkg = load(shipped(variant, host_arch()))
+    except (OSError, TcprttError) as exc:
+        return {"status": "supported" if reason is None else f"not supported: {reason}",
+                "class": None, "log": None, "checked": f"not loaded: {exc}"}
+    checked = "load failed"
+    try:
+        with LoadedProbe(pkg) as loaded:
+            checked = "loaded"
+            if features.tracefs() is not None or not any(
+                    section.startswith(TRACEPOINT_SECTIONS) for _, _, section in loaded.programs()):
+                checked = "loaded, attach failed"
+                loaded.attach()
+                checked = "loaded and attached"
+    except KernelError as exc:
+        detail = reason or str(exc).removesuffix(f" ({_log_word(exc)} log: {exc.log_path})")
+        status = f"{exc.kind}: {detail}" if exc.kind not in detail else detail
+        return {"status": status, "class": type(exc).__name__, "log": exc.log_path,
+                "checked": checked}
+    status = "supported" if reason is None else f"supported by the kernel ({checked}), but {reason}"
+    return {"status": status, "class": "supported", "log": None, "checked": checked}
+
+
+def _log_word(exc) -> str:
+    return "verifier" if "-- verifier log --" in (exc.log or "") else "libbpf"
 
 
 def _read(path: str) -> str | None:
@@ -74,7 +116,11 @@ def text(facts: dict) -> str:
         f"python:        {facts['python']}",
         "attach variants (in the order --attach auto tries them):",
     ]
-    lines += [f"  {v:<11} {status}" for v, status in facts["variants"].items()]
+    for variant, status in facts["variants"].items():
+        lines.append(f"  {variant:<11} {status}")
+        log = facts.get("kernel_says", {}).get(variant, {}).get("log")
+        if log:
+            lines.append(f"  {'':<11} (whole log: {log})")
     if facts["euid"] != 0:
         lines.append(f"user:          uid {facts['euid']}, not root:")
         lines += NON_ROOT

@@ -292,3 +292,29 @@ def test_the_cli_names_the_class_and_the_log(root, tmp_path, logs, define, kind,
     assert found and Path(found.group(1)).parent == logs, lines[0]
     text = Path(found.group(1)).read_text()
     assert "-- verifier log --" in text and "prog 'diag_prog'" in text
+
+
+# -- doctor
+
+
+def test_doctor_shows_the_class_each_variant_meets(root, logs):
+    from runner import doctor
+    facts = doctor.report()
+    says = facts["kernel_says"]
+    assert list(says) == list(facts["variants"])  # every variant was loaded here (root)
+    lib = libbpf.load_library()
+    tracing = lib.libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None) != 0
+    assert says["fentry"]["class"] == ("supported" if tracing else "KernelUnsupported")
+    assert says["raw_tp"] == {"class": "supported", "log": None,
+                              "checked": "loaded and attached"}
+    kprobes = features.check("kprobe") is None
+    assert says["kprobe"]["class"] == ("supported" if kprobes else "KernelUnsupported")
+    text = doctor.text(facts)
+    for variant, said in says.items():
+        status = facts["variants"][variant]
+        if said["class"] == "KernelUnsupported":
+            assert status.startswith("not supported by this kernel: "), status
+            assert Path(said["log"]).parent == logs
+            assert f"(whole log: {said['log']})" in text
+        elif said["class"] == "supported":
+            assert status.startswith("supported"), status

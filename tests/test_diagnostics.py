@@ -266,7 +266,10 @@ def test_the_va_list_layout_the_formatter_copies(tmp_path, arch):
                         capture_output=True, text=True, check=True).stdout
     signature = next(line for line in ir.splitlines() if "@cb(" in line)
     third = signature.split("@cb(", 1)[1].split(",")[2]
+    # A pointer in a register: not a struct copied onto the stack (byval),
+    # which ctypes could not take as one c_void_p.
     assert "*" in third or " ptr " in f" {third.strip()} ", signature
+    assert "byval" not in third, signature
 
 
 # -- through the command line
@@ -278,8 +281,10 @@ def test_the_va_list_layout_the_formatter_copies(tmp_path, arch):
 def test_the_cli_names_the_class_and_the_log(root, tmp_path, logs, define, kind, log):
     env = runner_env()
     env["XDG_RUNTIME_DIR"] = str(logs.parent)
+    doc = diag_doc(tmp_path, define)
+    del doc["meta"]["bpf_skel"]["maps"][0]["sample"]  # `run` loads it, reporting nothing
     path = tmp_path / f"diag-{define}.json"
-    path.write_text(json.dumps(diag_doc(tmp_path, define)))
+    path.write_text(json.dumps(doc))
     before = loaded_programs()
     proc = subprocess.run(runner_cmd("run", str(path), "-d", "1"), cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)

@@ -236,6 +236,9 @@ def diagnose(message: str, exc: libbpf.LibbpfError, stage: str, notes: list[str]
             parts += ["-- libbpf messages --", *notes]
         if log.strip():
             parts += ["-- verifier log --", log.rstrip("\n")]
+            if err == errno_mod.ENOSPC:
+                parts.append(f"-- the verifier's log filled its {VERIFIER_LOG_SIZE} bytes "
+                             "and was cut --")
         text = "\n".join(parts) + "\n"
         path = write_log(text, "verifier" if log.strip() else "libbpf")
         if path is not None:

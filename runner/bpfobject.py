@@ -551,8 +551,6 @@ def _ecli_array(btf: Btf, type_id: int, t: BtfType, depth: int) -> Decode:
         return string
     step = ecli_size(btf, t.elem, depth + 1)
     inner = _ecli_compile(btf, t.elem, depth + 1)
-    if t.nelems and step == 0:
-        raise _ecli_unsupported(btf, type_id, "an array of elements without a size")
     spans = [(i * step, (i + 1) * step) for i in range(t.nelems)]
     return lambda data: [inner(data[a:b]) for a, b in spans]
 

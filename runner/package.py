@@ -54,6 +54,8 @@ RESERVED_FLAGS = ("--help", "--interval", "--duration", "--json", "--traceback")
 SUPPORTED_ATTACH = ("fentry/", "fexit/", "kprobe/", "kretprobe/", "tp/", "tracepoint/",
                     "raw_tp/", "raw_tracepoint/", "tp_btf/")
 UNSUPPORTED_MAPS = {4: "perf event arrays", 27: "ring buffers", 30: "user ring buffers"}
+# What no loader of the runner reads, whatever the package's output (``any_output``).
+NEVER_SUPPORTED_MAPS = {30: "user ring buffers"}
 MAP_TYPES_WITH_KEYS = {1: "hash", 2: "array", 9: "lru_hash"}
 
 
@@ -263,12 +265,18 @@ def _json_depth_ok(doc: object, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
-def parse(doc: object, source: str = "package", vet: bool = True) -> Package:
+def parse(doc: object, source: str = "package", vet: bool = True,
+          any_output: bool = False) -> Package:
     """Check a decoded package.json and describe it; raises PackageError.
 
     With ``vet`` (the default), libbpf also opens the object, in a child
     process (``loader.vet``), and what it finds there must agree with the
-    metadata: this is what lets the runner open it in its own process later."""
+    metadata: this is what lets the runner open it in its own process later.
+
+    With ``any_output`` the package may report as ecli packages do (ring
+    buffers, perf event arrays, any sample map, or nothing) and attach
+    anywhere: the run command (``runner.events``) checks those itself, and
+    ``hists`` holds its log2_hist maps only, checked as ever."""
     if not _json_depth_ok(doc):
         raise PackageError(f"{source}: not a eunomia package: JSON nested deeper than "
                            f"{MAX_JSON_DEPTH} levels")
@@ -276,7 +284,7 @@ def parse(doc: object, source: str = "package", vet: bool = True) -> Package:
     assert isinstance(doc, dict)
     obj = decode_object(doc["bpf_object"], doc["bpf_object_size"], source)
     try:
-        package = _describe(doc, obj, source)
+        package = _describe(doc, obj, source, any_output)
     except PackageError as exc:
         if str(exc).startswith(f"{source}: "):
             raise
@@ -287,7 +295,7 @@ def parse(doc: object, source: str = "package", vet: bool = True) -> Package:
         raise PackageError(f"{source}: malformed package ({type(exc).__name__}: "
                            f"{str(exc)[:120]})") from None
     if vet:
-        _check_vetted(package, _vetted(obj, package.name, source))
+        _check_vetted(package, _vetted(obj, package.name, source), any_output)
     return package
 
 
@@ -306,7 +314,7 @@ def _vetted(obj: bytes, name: str, source: str):
 _VETTED: dict = {}
 
 
-def _check_vetted(package: Package, vetted) -> None:
+def _check_vetted(package: Package, vetted, any_output: bool = False) -> None:
     """What libbpf found must be what the metadata and our own ELF reading say."""
     if vetted is None:  # no libbpf here: nothing in this process opens the object
         return
@@ -316,7 +324,7 @@ def _check_vetted(package: Package, vetted) -> None:
         raise PackageError(f"{source}: libbpf finds {len(vetted.programs)} programs in the "
                            f"object, more than the {MAX_PROGRAMS} the runner allows")
     for prog in vetted.programs:
-        _check_program(source, listed, prog.name, prog.section)
+        _check_program(source, listed, prog.name, prog.section, any_output)
     found = {p.name for p in vetted.programs}
     for name in listed:
         if name not in found:
@@ -326,8 +334,9 @@ def _check_vetted(package: Package, vetted) -> None:
         raise PackageError(f"{source}: the object has {len(vetted.maps)} maps, more than "
                            f"the {MAX_MAPS} the runner allows")
     hists = {h.name: h for h in package.hists}
+    unsupported = NEVER_SUPPORTED_MAPS if any_output else UNSUPPORTED_MAPS
     for m in vetted.maps:
-        if m.map_type in UNSUPPORTED_MAPS:
+        if m.map_type in unsupported:
             raise PackageError(f"{source}: map {m.name!r} uses {UNSUPPORTED_MAPS[m.map_type]}, "
                                "which the runner does not support (only log2_hist sample maps)")
         _check_map_sizes(source, m.name, m.key_size, m.value_size, m.max_entries)
@@ -343,10 +352,14 @@ def _check_vetted(package: Package, vetted) -> None:
             raise PackageError(f"{source}: libbpf does not find sample map {name!r}")
 
 
-def _check_program(source: str, listed: dict, name: str, section: str) -> None:
+def _check_program(source: str, listed: dict, name: str, section: str,
+                   any_output: bool = False) -> None:
     """A program of the object must be in the metadata, attach where the
     metadata says, and attach to something the runner supports."""
-    if not section.startswith(SUPPORTED_ATTACH):
+    if any_output and name not in listed:
+        raise PackageError(f"{source}: the object holds program {name!r}, attached to "
+                           f"{section!r}, which the metadata does not list")
+    if not any_output and not section.startswith(SUPPORTED_ATTACH):
         raise PackageError(f"{source}: program {name!r} attaches to {section!r}, which "
                            "the runner does not support (only fentry, kprobe, tracepoint "
                            "and raw tracepoint)")
@@ -358,7 +371,7 @@ def _check_program(source: str, listed: dict, name: str, section: str) -> None:
                            f"metadata says {listed[name]!r}")
 
 
-def _describe(doc: dict, obj: bytes, source: str) -> Package:
+def _describe(doc: dict, obj: bytes, source: str, any_output: bool = False) -> Package:
     bpf = BpfObject(obj)
     skel = doc["meta"]["bpf_skel"]
     name = skel["obj_name"]
@@ -373,7 +386,7 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
                            f"the {MAX_PROGRAMS} the runner allows")
     listed: dict[str, str] = {}
     for prog in progs:
-        if not prog["attach"].startswith(SUPPORTED_ATTACH):
+        if not any_output and not prog["attach"].startswith(SUPPORTED_ATTACH):
             raise PackageError(f"{source}: program {prog['name']!r} attaches to "
                                f"{prog['attach']!r}, which the runner does not support "
                                "(only fentry, kprobe, tracepoint and raw tracepoint)")
@@ -386,7 +399,7 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
         raise PackageError(f"{source}: the object holds {len(in_elf)} programs, more than "
                            f"the {MAX_PROGRAMS} the runner allows")
     for prog in in_elf:
-        _check_program(source, listed, prog.name, prog.section)
+        _check_program(source, listed, prog.name, prog.section, any_output)
     missing = set(listed) - {p.name for p in in_elf}
     if missing:
         raise PackageError(f"{source}: the metadata lists program {sorted(missing)[0]!r}, "
@@ -396,8 +409,9 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
         raise PackageError(f"{source}: the object has {len(maps)} maps, more than the "
                            f"{MAX_MAPS} the runner allows")
     defs = {m.name: m for m in maps}
+    unsupported = NEVER_SUPPORTED_MAPS if any_output else UNSUPPORTED_MAPS
     for m in defs.values():
-        if m.map_type in UNSUPPORTED_MAPS:
+        if m.map_type in unsupported:
             raise PackageError(f"{source}: map {m.name!r} uses {UNSUPPORTED_MAPS[m.map_type]}, "
                                "which the runner does not support (only log2_hist sample maps)")
     hists = []
@@ -405,12 +419,14 @@ def _describe(doc: dict, obj: bytes, source: str) -> Package:
         sample = entry.get("sample")
         if sample is None:
             continue
+        if any_output and sample.get("type", "default_kv") != "log2_hist":
+            continue  # runner.events reads and checks the others
         if sample.get("type", "default_kv") != "log2_hist":
             raise PackageError(f"{source}: map {entry['name']!r} samples as "
                                f"{sample.get('type', 'default_kv')!r}; the runner renders "
                                "only log2_hist")
         hists.append(_hist_map(bpf, entry, defs, source))
-    if not hists:
+    if not hists and not any_output:
         raise PackageError(f"{source}: the package has no log2_hist sample map")
     for m in defs.values():  # after the sample maps' own, narrower limits
         _check_map_sizes(source, m.name, m.key_size, m.value_size, m.max_entries)

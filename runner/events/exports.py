@@ -30,7 +30,7 @@ from ..bpfobject import (
     ecli_size,
 )
 from ..errors import PackageError
-from ..package import Package
+from ..package import MAX_INTERVAL_MS, Package
 
 RINGBUF, PERF_EVENT_ARRAY = 27, 4
 # Maps whose keys ecli's sampler can walk and whose values are one copy.
@@ -124,9 +124,9 @@ def _describe(package: Package, json_output: bool) -> Export:
         raise PackageError(f"{source}: sample map {name!r} has map type {mapdef.map_type}; "
                            f"the runner samples {', '.join(SAMPLED_MAP_TYPES.values())} maps")
     interval = sample.get("interval")
-    if type(interval) is not int or interval < 0:
-        raise PackageError(f"{source}: sample interval {interval!r} of map {name!r} is not "
-                           "a number of milliseconds")
+    if type(interval) is not int or not 0 <= interval <= MAX_INTERVAL_MS:
+        raise PackageError(f"{source}: sample interval {interval!r} ms of map {name!r} is not "
+                           f"an integer in 0..{MAX_INTERVAL_MS}")
     if not mapdef.key_type or not mapdef.value_type:
         raise PackageError(f"{source}: sample map {name!r} has no BTF key or value type")
     key_fields = _sample_fields(btf, mapdef.key_type, None)

@@ -1,0 +1,593 @@
+"""``tcprtt run PACKAGE.json`` as ``ecli run``: ring buffers, perf event
+arrays, plain sample maps and packages that export nothing, each built here
+from a test BPF source in tests/packages, driven by real events (exec, open,
+TCP connections on loopback), every field of the output checked in text and
+in JSON; stop signals leave nothing loaded; the decoder fuzzed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runner.bpfobject import Btf, ecli_decoder
+from runner.events import format as fmt
+
+from .conftest import REPO, ours, runner_cmd, runner_env, runqlat
+from .packages.pack import pack
+
+OUR_PROGRAMS = ("handle_exec", "handle_openat", "count_exec", "handle_connect",
+                "xdp_pass_all", "tc_pass_all", "uprobe_malloc")
+EXEC_HEADER = ("TIME     PID    OLD_PID COMM   FILENAME KIND   OWNER  TAG    FLAG   NEG    "
+               "MARKER SEQ    ONE_AND_A_HALF ")
+TIME = re.compile(r"\d\d:\d\d:\d\d ")
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory) -> dict[str, Path]:
+    if shutil.which("clang") is None:
+        pytest.skip("clang is needed to build the test packages")
+    out = tmp_path_factory.mktemp("packages")
+    return {name: pack(name, out) for name in ("exec_ring", "open_perf", "silent", "connect_kv",
+                                                "xdp_pass", "tc_pass", "uprobe_nobin")}
+
+
+def loaded() -> set[str]:
+    """"id name" of the test packages' programs loaded by anyone."""
+    out = subprocess.run(["bpftool", "prog", "show", "--json"], capture_output=True, text=True,
+                         check=True).stdout
+    return {f"{p['id']} {p['name']}" for p in json.loads(out or "[]")
+            if p.get("name") in OUR_PROGRAMS}
+
+
+def left_loaded(before: set[str], wait: float = 3.0) -> set[str]:
+    """Ours still loaded after ``wait`` (the kernel frees programs after a
+    grace period); programs other processes hold are not ours."""
+    deadline = time.monotonic() + wait
+    while True:
+        mine = ours(loaded() - before)
+        if not mine or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
+
+
+def attached(pid: int) -> bool:
+    """Whether process ``pid`` holds a BPF link: its programs are attached."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf_link":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class Runner:
+    """``tcprtt run`` in the background, its output lines collected."""
+
+    def __init__(self, *args: str, netns: str | None = None):
+        cmd = runner_cmd("run", *args)
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=runner_env(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_attached(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not attached(self.proc.pid):
+            if self.proc.poll() is not None:
+                raise AssertionError(self.proc.stderr.read())  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the runner did not attach"
+            time.sleep(0.05)
+
+    def wait_for(self, test, timeout: float = 15.0, poke=None) -> str:
+        """The first line for which ``test`` is true; ``poke`` runs between looks."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for line in self.lines[seen:]:
+                if test(line):
+                    return line
+            seen = len(self.lines)
+            if poke is not None:
+                poke()
+            time.sleep(0.1)
+        raise AssertionError(f"no such line in {self.lines[-5:]}")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        self._close()
+        return self.proc.returncode, err
+
+    def _close(self) -> None:
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        self._close()
+
+
+@pytest.fixture
+def program():
+    """A copy of /bin/true under a short, unique name: its exec is ours."""
+    where = tempfile.mkdtemp(prefix="tx", dir="/tmp")
+    path = os.path.join(where, "tcprtt-exec-probe")
+    shutil.copy("/bin/true", path)
+    yield path
+    shutil.rmtree(where)
+
+
+def exec_once(path: str) -> int:
+    proc = subprocess.Popen([path])
+    proc.wait()
+    return proc.pid
+
+
+def _expected_exec(path: str, pid: int, seq_above: int) -> dict:
+    return {"pid": pid, "old_pid": pid, "comm": os.path.basename(path)[:15], "filename": path,
+            "kind": "EVENT_EXEC(1)",
+            "owner": {"__EUNOMIA_TYPE": "struct", "__EUNOMIA_TYPE_NAME": "ids",
+                      "uid": os.getuid(), "gid": os.getgid()},
+            "tag": [1, 2, 3, 250], "flag": True, "neg": -5, "marker": 42,
+            "one_and_a_half": {"__EUNOMIA_TYPE": "union", "__EUNOMIA_TYPE_NAME": "bits",
+                               "raw": 0x3FC00000, "real": 1.5}}
+
+
+def test_ring_buffer_records_as_ecli_json(root, packages, program):
+    before = loaded()
+    runner = Runner(str(packages["exec_ring"]), "-j", "--marker", "42", "--seq", "1000")
+    try:
+        runner.wait_attached()
+        pids: list[int] = []
+        line = runner.wait_for(lambda ln: any(f'"pid":{p},' in ln for p in pids),
+                               poke=lambda: pids.append(exec_once(program)))
+        code, err = runner.stop()
+    finally:
+        runner.kill()
+    assert code == 0, err
+    record = json.loads(line)
+    assert list(record) == sorted(record), "ecli prints members sorted by name"
+    seq = record.pop("seq")
+    assert record == _expected_exec(program, record["pid"], 1000)
+    assert record["pid"] in pids
+    assert isinstance(seq, int) and seq > 1000  # .bss started at --seq
+    assert line == fmt.dumps(json.loads(line))  # compact, no spaces
+    assert not left_loaded(before)
+
+
+def _ecli_line(header: str, values: list[str]) -> str:
+    """ecli's plain-text record: each value where its column starts, or one
+    space after the previous value when that one ran past (the time first)."""
+    starts = [m.start() for m in re.finditer(r"(?<= )\S|^\S", header)][1:]
+    line = "00:00:00 "
+    for start, value in zip(starts, values):
+        line += " " * (start - len(line)) if start > len(line) else " "
+        line += value
+    return line
+
+
+def test_ring_buffer_records_as_ecli_text(root, packages, program):
+    runner = Runner(str(packages["exec_ring"]), "--marker", "42")
+    try:
+        runner.wait_attached()
+        pids: list[int] = []
+        line = runner.wait_for(lambda ln: any(ln[9:].split()[:1] == [str(p)] for p in pids),
+                               poke=lambda: pids.append(exec_once(program)))
+        code, err = runner.stop(signal.SIGTERM)
+    finally:
+        runner.kill()
+    assert code == 0, err
+    assert runner.lines[0] == EXEC_HEADER
+    assert TIME.match(line)
+    pid = int(line[9:].split()[0])
+    seq = line.split()[-2]
+    owner = json.dumps({"__EUNOMIA_TYPE": "struct", "__EUNOMIA_TYPE_NAME": "ids",
+                        "gid": os.getgid(), "uid": os.getuid()}, separators=(",", ":"))
+    bits = '{"__EUNOMIA_TYPE":"union","__EUNOMIA_TYPE_NAME":"bits","raw":1069547520,"real":1.5}'
+    values = [str(pid), str(pid), "tcprtt-exec-pro", program, "EVENT_EXEC(1)", owner,
+              "[1,2,3,250]", "true", "-5", "42", seq, bits]
+    assert "00:00:00 " + line[9:] == _ecli_line(EXEC_HEADER, values)
+    assert int(seq) >= 1  # .bss starts at zero without --seq
+
+
+def test_perf_event_array_records(root, packages, program):
+    before = loaded()
+    target = Path(program).parent / "opened-by-the-test"  # short: filename is a char[64]
+    target.write_text("x")
+    comm = Path("/proc/self/comm").read_text().strip()
+    for json_output in (True, False):
+        args = [str(packages["open_perf"]), "--target_tgid", str(os.getpid())]
+        runner = Runner(*args, *(["-j"] if json_output else []))
+        try:
+            runner.wait_attached()
+
+            def poke() -> None:
+                os.close(os.open(target, os.O_RDONLY))
+            line = runner.wait_for(lambda ln: str(target) in ln, poke=poke)
+            code, err = runner.stop()
+        finally:
+            runner.kill()
+        assert code == 0, err
+        flags = os.O_RDONLY | os.O_CLOEXEC
+        if json_output:
+            assert json.loads(line) == {"pid": os.getpid(), "flags": flags, "comm": comm,
+                                        "filename": str(target)}
+        else:
+            header = "TIME     PID    FLAGS  COMM   FILENAME "
+            assert runner.lines[0] == header
+            assert "00:00:00 " + line[9:] == _ecli_line(
+                header, [str(os.getpid()), str(flags), comm, str(target)])
+    assert not left_loaded(before)
+
+
+def test_plain_sample_map_counts_tcp_connections_on_loopback(root, packages):
+    route = subprocess.run(["ip", "route", "get", "127.0.0.1"], capture_output=True,
+                           text=True, check=True).stdout
+    assert " dev lo " in route
+    comm = Path("/proc/self/comm").read_text().strip()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        port = server.getsockname()[1]
+        for json_output in (True, False):
+            args = [str(packages["connect_kv"]), "--target_tgid", str(os.getpid()), "-i", "0.2"]
+            runner = Runner(*args, *(["-j"] if json_output else []))
+            try:
+                runner.wait_attached()
+                for _ in range(3):
+                    socket.create_connection(("127.0.0.1", port)).close()
+                    server.accept()[0].close()
+                want = {"key": {"": comm, "__u16": port, "__u32": os.getpid()},
+                        "value": {"connects": 3, "last_addr": 0x7F000001}}
+                if json_output:
+                    line = runner.wait_for(lambda ln, want=want: json.loads(ln) == want)
+                    assert line == fmt.dumps(want)
+                else:
+                    text = f"{fmt.dumps(want['key'])} {fmt.dumps(want['value'])}"
+                    line = runner.wait_for(lambda ln, text=text: ln[9:] == text)
+                    assert TIME.match(line)
+                    # ecli names a key's members after their types: __u32, __u16, "" (an array)
+                    assert runner.lines[0] == "TIME     __U32  __U16         CONNECTS LAST_ADDR "
+                code, err = runner.stop()
+            finally:
+                runner.kill()
+            assert code == 0, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_nothing_stays_loaded_after_a_stop_signal(root, packages, sig):
+    before = loaded()
+    runner = Runner(str(packages["silent"]))
+    try:
+        runner.wait_attached()
+        assert {p.split()[1] for p in loaded() - before} == {"count_exec"}
+        code, err = runner.stop(sig)
+    finally:
+        runner.kill()
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), err
+    assert runner.lines == [] and "Traceback" not in err
+    assert not left_loaded(before)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_busy_ring_buffer_stops_cleanly(root, packages, program, sig):
+    before = loaded()
+    runner = Runner(str(packages["exec_ring"]), "-j")
+    try:
+        runner.wait_attached()
+        for _ in range(20):
+            exec_once(program)
+        code, err = runner.stop(sig)
+    finally:
+        runner.kill()
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), err
+    assert "Traceback" not in err
+    assert not left_loaded(before)
+
+
+def test_fixture_runs_with_ecli_log2_layout(root):
+    proc = subprocess.run(runner_cmd("run", str(runqlat()), "-d", "1.5", "-i", "0.5"), cwd=REPO,
+                          env=runner_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("key =  ")[1:]
+    assert blocks, proc.stdout
+    for block in blocks:
+        lines = block.split("\n")
+        assert lines[0].isdigit()  # runqlat's key: one u32, printed after a space
+        assert lines[1].startswith("comm = ") and lines[2] == ""
+        if lines[3]:
+            assert lines[3] == "     (unit)              : count    distribution"
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("xdp_pass", "is an XDP program and the package names no interface"),
+    ("tc_pass", "is a tc program"),
+    ("uprobe_nobin", "is a uprobe whose section names no binary"),
+])
+def test_programs_the_runner_cannot_attach_cleanly_are_refused_first(root, packages, name,
+                                                                       reason):
+    before = loaded()
+    proc = subprocess.run(runner_cmd("run", str(packages[name]), "-d", "1"), cwd=REPO,
+                          env=runner_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and reason in proc.stderr
+    assert not loaded() - before
+
+
+def test_xdp_with_an_interface_attaches_by_link_and_leaves_nothing(root, packages, tmp_path):
+    doc = json.loads(packages["xdp_pass"].read_text())
+    doc["meta"]["bpf_skel"]["progs"][0]["ifindex"] = 1  # the namespace's loopback
+    path = tmp_path / "xdp_lo.json"
+    path.write_text(json.dumps(doc))
+    netns = f"tcprtt-xdp-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    before = loaded()
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        runner = Runner(str(path), netns=netns)
+        try:
+            runner.wait_attached()
+            link = subprocess.run(["ip", "-n", netns, "link", "show", "lo"],
+                                  capture_output=True, text=True, check=True).stdout
+            assert "xdp" in link
+            code, _ = runner.stop(signal.SIGKILL)
+        finally:
+            runner.kill()
+        assert code == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while "xdp" in subprocess.run(["ip", "-n", netns, "link", "show", "lo"],
+                                      capture_output=True, text=True).stdout:
+            assert time.monotonic() < deadline, "XDP stayed attached after SIGKILL"
+            time.sleep(0.1)
+        assert not left_loaded(before)
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["--marker", "many"], "--marker: 'many' is not an integer"),
+    (["--marker", "0x10"], "--marker: '0x10' is not an integer"),
+    (["--marker", " 5"], "--marker: ' 5' is not an integer"),
+    (["--marker", "2147483648"], "--marker: 2147483648 does not fit in int"),
+    (["--seq", "-1"], "--seq: -1 does not fit in unsigned long long"),
+    (["--seq", "+7", "--marker", "1_0"], "--marker: '1_0' is not an integer"),
+])
+def test_values_ecli_refuses_are_one_line_and_exit_2(packages, argv, line):
+    proc = subprocess.run(runner_cmd("run", str(packages["exec_ring"]), *argv, "-d", "1"),
+                          cwd=REPO, env=runner_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"tcprtt: error: {line}\n"
+
+
+def test_help_lists_settings_with_ecli_help_text(packages):
+    proc = subprocess.run(runner_cmd("run", str(packages["exec_ring"]), "--help"), cwd=REPO,
+                          env=runner_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "--marker INT Copied into every record's marker" in text
+    assert "--seq UNSIGNED_LONG_LONG Set value of `unsigned long long` variable seq" in text
+    assert "__eunomia_dummy" not in text
+
+
+# The decoder, fuzzed against a model of ecli's dumper --------------------------
+
+def _btf(types: list[bytes], strings: bytes) -> bytes:
+    body = b"".join(types)
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(body), len(body), len(strings))
+    return header + body + strings
+
+
+class _Builder:
+    """Builds a BTF blob type by type; returns ids."""
+
+    def __init__(self) -> None:
+        self.types: list[bytes] = []
+        self.strings = b"\0"
+
+    def name(self, text: str) -> int:
+        if not text:
+            return 0
+        off = len(self.strings)
+        self.strings += text.encode() + b"\0"
+        return off
+
+    def add(self, data: bytes) -> int:
+        self.types.append(data)
+        return len(self.types)
+
+    def blob(self) -> bytes:
+        return _btf(self.types, self.strings)
+
+
+def _int(size: int, signed: bool, name: str, boolean: bool = False) -> tuple:
+    return ("int", size, signed, name, boolean)
+
+
+LEAVES = st.one_of(
+    st.builds(_int, st.sampled_from([1, 2, 4, 8, 16]), st.booleans(), st.just("some_int")),
+    st.just(_int(1, True, "char")),
+    st.just(_int(1, False, "_Bool", True)),
+    st.tuples(st.just("enum"), st.sampled_from([1, 2, 4]),
+              st.lists(st.integers(-128, 127), min_size=0, max_size=4, unique=True)),
+    st.tuples(st.just("float"), st.sampled_from([4, 8])),
+    st.just(("ptr",)),
+)
+TYPES = st.recursive(LEAVES, lambda inner: st.one_of(
+    st.tuples(st.just("array"), inner, st.integers(0, 4)),
+    st.tuples(st.just("struct"), st.lists(inner, min_size=1, max_size=4)),
+    st.tuples(st.just("union"), st.lists(inner, min_size=1, max_size=3)),
+    st.tuples(st.just("typedef"), inner),
+), max_leaves=10)
+
+
+def _size(spec) -> int:
+    kind = spec[0]
+    if kind == "int":
+        return spec[1]
+    if kind == "enum":
+        return spec[1]
+    if kind == "float":
+        return spec[1]
+    if kind == "ptr":
+        return 8
+    if kind == "array":
+        return _size(spec[1]) * spec[2]
+    if kind == "struct":
+        return sum(_size(m) for m in spec[1])
+    if kind == "union":
+        return max(_size(m) for m in spec[1])
+    return _size(spec[1])
+
+
+def _emit(b: _Builder, spec) -> int:
+    kind = spec[0]
+    if kind == "int":
+        _, size, signed, name, boolean = spec
+        encoding = 4 if boolean else int(signed)
+        return b.add(struct.pack("<III", b.name(name), 1 << 24, size) +
+                     struct.pack("<I", encoding << 24 | size * 8))
+    if kind == "enum":
+        _, size, values = spec
+        items = b"".join(struct.pack("<Ii", b.name(f"V{i}"), v) for i, v in enumerate(values))
+        return b.add(struct.pack("<III", b.name("e"), 6 << 24 | len(values), size) + items)
+    if kind == "float":
+        return b.add(struct.pack("<III", b.name("double" if spec[1] == 8 else "float"),
+                                 16 << 24, spec[1]))
+    if kind == "ptr":
+        return b.add(struct.pack("<III", 0, 2 << 24, 0))
+    if kind == "array":
+        elem = _emit(b, spec[1])
+        index = _emit(b, _int(4, False, "unsigned int"))
+        return b.add(struct.pack("<III", 0, 3 << 24, 0) + struct.pack("<III", elem, index,
+                                                                       spec[2]))
+    if kind in ("struct", "union"):
+        members, offset = [], 0
+        for i, m in enumerate(spec[1]):
+            members.append((b.name(f"m{i}"), _emit(b, m), offset * 8))
+            if kind == "struct":
+                offset += _size(m)
+        data = b"".join(struct.pack("<III", *m) for m in members)
+        code = 4 if kind == "struct" else 5
+        return b.add(struct.pack("<III", b.name(kind[0]), code << 24 | len(members),
+                                 _size(spec)) + data)
+    inner = _emit(b, spec[1])
+    return b.add(struct.pack("<III", b.name("t"), 8 << 24, inner))
+
+
+def _model(spec, data: bytes):
+    """What ecli's dumper makes of ``data``, written from its source."""
+    kind = spec[0]
+    if kind == "int":
+        _, size, signed, name, boolean = spec
+        if boolean:
+            return data[0] != 0
+        value = int.from_bytes(data[:size], "little", signed=signed)
+        return str(value) if size == 16 else value
+    if kind == "enum":
+        value = int.from_bytes(data, "little", signed=True)
+        for i, v in enumerate(spec[2]):
+            if v == value:
+                return f"V{i}({v})"
+        return f"<UNKNOWN_VARIANT>({value})"
+    if kind == "float":
+        value = struct.unpack("<f" if spec[1] == 4 else "<d", data)[0]
+        return value if value == value and abs(value) != float("inf") else None
+    if kind == "ptr":
+        return int.from_bytes(data, "little")
+    if kind == "array":
+        elem = spec[1]
+        if elem[0] == "int" and elem[3] == "char":
+            return data.split(b"\0", 1)[0].decode("utf-8", "replace")
+        step = _size(elem)
+        return [_model(elem, data[i * step:(i + 1) * step]) for i in range(spec[2])]
+    if kind in ("struct", "union"):
+        out = {"__EUNOMIA_TYPE": kind, "__EUNOMIA_TYPE_NAME": kind[0]}
+        offset = 0
+        for i, m in enumerate(spec[1]):
+            out[f"m{i}"] = _model(m, data[offset:offset + _size(m)])
+            if kind == "struct":
+                offset += _size(m)
+        return out
+    return _model(spec[1], data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=TYPES, seed=st.binary(min_size=0, max_size=64))
+def test_decoder_agrees_with_a_model_of_ecli(spec, seed):
+    b = _Builder()
+    type_id = _emit(b, spec)
+    btf = Btf(b.blob())
+    size = _size(spec)
+    data = (seed * (size // max(len(seed), 1) + 1))[:size] if seed else bytes(size)
+    value = ecli_decoder(btf, type_id)(data)
+    assert value == _model(spec, data)
+    assert json.loads(fmt.dumps(value)) == json.loads(json.dumps(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(blob=st.binary(min_size=24, max_size=400), data=st.binary(max_size=256))
+def test_decoder_refuses_or_decodes_random_btf(blob, data):
+    """Random BTF: refused while parsing or compiling (PackageError), or
+    decoded without an exception when the data is as long as the type."""
+    from runner.bpfobject import ecli_size
+    from runner.errors import PackageError
+    blob = struct.pack("<HBBI", 0xEB9F, 1, 0, 24) + blob[8:]
+    try:
+        btf = Btf(blob)
+    except PackageError:
+        return
+    for type_id in range(1, min(len(btf.types), 16)):
+        try:
+            decode = ecli_decoder(btf, type_id)
+            size = ecli_size(btf, type_id)
+        except PackageError:
+            continue
+        if size <= len(data):
+            fmt.dumps(decode(data[:size]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_floats_are_written_as_serde_json_writes_them(value):
+    text = fmt.ryu(value)
+    assert float(text) == value
+    assert "+" not in text and ("e" in text or "." in text)

@@ -82,16 +82,23 @@ def _load(variant: str, reason: str | None) -> dict:
                 loaded.attach()
                 checked = "loaded and attached"
     except KernelError as exc:
-        detail = reason or str(exc).removesuffix(f" ({_log_word(exc)} log: {exc.log_path})")
-        status = f"{exc.kind}: {detail}" if exc.kind not in detail else detail
+        said = str(exc)
+        for word in ("verifier", "libbpf"):  # the log is named on its own line
+            said = said.removesuffix(f" ({word} log: {exc.log_path})")
+        if type(exc) is KernelError:  # neither class: the check's word, if any, stands
+            status = f"not supported: {reason}" if reason else f"failed: {said}"
+        else:
+            detail = reason or said
+            status = f"{exc.kind}: {detail}" if exc.kind not in detail else detail
         return {"status": status, "class": type(exc).__name__, "log": exc.log_path,
                 "checked": checked}
-    status = "supported" if reason is None else f"supported by the kernel ({checked}), but {reason}"
-    return {"status": status, "class": "supported", "log": None, "checked": checked}
-
-
-def _log_word(exc) -> str:
-    return "verifier" if "-- verifier log --" in (exc.log or "") else "libbpf"
+    if reason is None:
+        return {"status": "supported", "class": "supported", "log": None, "checked": checked}
+    if checked == "loaded":  # not attached: the check's word stands
+        return {"status": f"not supported: {reason}", "class": None, "log": None,
+                "checked": checked}
+    return {"status": f"supported by the kernel (loaded and attached), but {reason}",
+            "class": "supported", "log": None, "checked": checked}
 
 
 def _read(path: str) -> str | None:

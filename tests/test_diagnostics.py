@@ -323,3 +323,40 @@ def test_doctor_shows_the_class_each_variant_meets(root, logs):
             assert f"(whole log: {said['log']})" in text
         elif said["class"] == "supported":
             assert status.startswith("supported"), status
+
+
+@pytest.fixture
+def nobodys_runtime():
+    """A runtime directory of uid 65534's, where that user can reach it."""
+    import shutil
+    runtime = Path(tempfile.mkdtemp(prefix="tcprtt-test-"))
+    os.chown(runtime, 65534, 65534)
+    os.chmod(runtime, 0o700)
+    yield runtime
+    shutil.rmtree(runtime)
+
+
+def test_doctor_as_a_user_with_capabilities_loads_and_says_so(root, nobodys_runtime):
+    """CAP_BPF and CAP_PERFMON: doctor loads each variant too; a failure that
+    is neither class (a permission) leaves the feature check's word."""
+    from .test_privileges import WITH_CAPS, as_nobody
+    runtime = nobodys_runtime
+    proc = as_nobody(WITH_CAPS, "doctor", "--json",
+                     prefix=("env", f"XDG_RUNTIME_DIR={runtime}"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    facts = json.loads(proc.stdout)
+    says = facts["kernel_says"]
+    assert list(says) == list(facts["variants"])
+    assert says["raw_tp"]["class"] == "supported"
+    for variant, said in says.items():
+        status = facts["variants"][variant]
+        assert said["class"] in ("supported", "KernelUnsupported", "VerifierRefused",
+                                 "KernelError", None), said
+        if said["class"] == "KernelError" or said["class"] is None:
+            assert status.startswith(("not supported: ", "failed: ")), status
+        if said["log"]:
+            assert Path(said["log"]).parent == runtime / "tcprtt"
+            assert Path(said["log"]).stat().st_uid == 65534
+    if facts["tracefs_unreadable"]:  # tracefs is root's: loaded, never attached
+        assert says["tracepoint"] == {"class": None, "log": None, "checked": "loaded"}
+        assert "not readable by this user" in facts["variants"]["tracepoint"]

@@ -251,6 +251,29 @@ def test_messages_are_formatted_in_full_from_a_c_va_list(tmp_path):
             "many 1 args 1.0 2.0 3.0 4.0 5.0 6.0 7.0 8.0 9.0 10"]
 
 
+def test_each_thread_keeps_its_own_messages(tmp_path):
+    import threading
+    src = tmp_path / "shim.c"
+    src.write_text(SHIM)
+    lib = tmp_path / "shim.so"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    shim = ctypes.CDLL(str(lib))
+    shim.emit.argtypes = [libbpf.PRINT_FN, ctypes.c_char_p]
+    callback = libbpf.PRINT_FN(libbpf._collect)
+    libbpf.recent_messages()
+    seen: list[list[str]] = []
+
+    def other() -> None:
+        shim.emit(callback, b"other thread")
+        seen.append(libbpf.recent_messages())
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(timeout=10)
+    assert len(seen) == 1 and len(seen[0]) == 2 and "other thread" in seen[0][0]
+    assert libbpf.recent_messages() == []  # none of them landed here
+
+
 @pytest.mark.parametrize("arch", sorted(libbpf.VA_LIST_SIZES))
 def test_the_va_list_layout_the_formatter_copies(tmp_path, arch):
     """What the C compiler says of each architecture's va_list: its size, and

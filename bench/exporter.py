@@ -51,12 +51,13 @@ PLAIN_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 def synthetic_hists(keys: int, seed: int = 1) -> list:
     """``keys`` IPv4-keyed histograms as the libbpf tracer decodes them."""
     from runner.histogram import Hist
+    from runner.tcprtt.keys import make_key
     rnd = random.Random(seed)
     hists = []
     for i in range(keys):
-        addr = [10, (i >> 16) & 255, (i >> 8) & 255, i & 255] + [0] * 12
+        key = make_key(2, bytes([10, (i >> 16) & 255, (i >> 8) & 255, i & 255]))
         slots = tuple(rnd.randrange(10 ** 7) if 3 <= s <= 20 else 0 for s in range(SLOTS))
-        hists.append(Hist(key={"family": 2, "addr": addr}, slots=slots,
+        hists.append(Hist(key=key, slots=slots,
                           latency=rnd.randrange(10 ** 12), cnt=sum(slots)))
     return hists
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from runner import package
 from runner.build import host_arch
 from runner.loader import libbpf
-from runner.run import render_interval
+from runner.render.interval import render_interval
 from runner.tcprtt import variants
 from runner.tcprtt.variants import choose
 from runner.tracer import LibbpfTracer

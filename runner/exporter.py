@@ -51,9 +51,9 @@ from urllib.parse import parse_qs, urlparse
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from .addresses import key_address
 from .errors import UsageError
 from .render import prometheus as render
+from .tcprtt.keys import key_address
 from .tracer import LibbpfTracer
 
 REQUEST_TIMEOUT = 5.0     # s from accept to the end of the request head

@@ -9,16 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner import package
-from runner.addresses import (
+from runner.build import host_arch
+from runner.tcprtt.keys import (
     AF_INET,
     AF_INET6,
     KEY_FAMILY_ALL,
     ipv6_halves,
     key_address,
     key_family,
+    make_key,
     unkeyed_key,
 )
-from runner.build import host_arch
 
 from .conftest import REPO
 
@@ -32,22 +33,25 @@ v6 = st.one_of(st.binary(min_size=16, max_size=16),
 @settings(max_examples=500, deadline=None)
 @given(v6)
 def test_ipv6_keys_read_as_python_writes_them(raw):
-    key = {"family": AF_INET6, "addr": list(raw)}
+    key = make_key(AF_INET6, raw)
     assert key_address(key) == str(ipaddress.IPv6Address(raw))
+    assert key_family(key) == "ipv6"
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(min_size=4, max_size=4))
 def test_ipv4_keys(raw):
-    key = {"family": AF_INET, "addr": list(raw) + [0] * 12}
+    key = make_key(AF_INET, raw)
+    assert key == b"\x02\x00" + raw + bytes(12)
     assert key_address(key) == str(ipaddress.IPv4Address(raw))
+    assert key_family(key) == "ipv4"
 
 
 def test_unkeyed_and_unknown_families_have_no_address():
-    assert key_address(None) is None
-    assert key_address({"family": 0, "addr": [0] * 16}) is None
-    assert key_address({"family": KEY_FAMILY_ALL, "addr": [0] * 16}) is None
-    assert key_family({"family": KEY_FAMILY_ALL, "addr": [0] * 16}) is None
+    assert key_address(None) is None and key_family(None) is None
+    assert key_address(bytes(18)) is None
+    assert key_address(unkeyed_key()) is None
+    assert key_family(unkeyed_key()) is None
 
 
 def test_unkeyed_family_is_the_headers_and_its_key_is_not_all_zero():
@@ -71,3 +75,11 @@ def test_ipv6_halves_of_known_addresses():
     assert ipv6_halves(ipaddress.IPv6Address("::1")) == (0, 1)
     assert ipv6_halves(ipaddress.IPv6Address("fe80::1")) == (0xFE80 << 48, 1)
     assert ipv6_halves(ipaddress.IPv6Address("ffff:ffff:ffff:ffff::")) == ((1 << 64) - 1, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([AF_INET, AF_INET6, 0, 1, KEY_FAMILY_ALL]), v6)
+def test_describe_is_address_and_family(family, raw):
+    from runner.tcprtt.keys import describe
+    key = make_key(family, raw)
+    assert describe(key) == (key_address(key), key_family(key))

@@ -17,23 +17,32 @@ import pytest
 from runner import options, package
 from runner.build import host_arch
 from runner.errors import TcprttError, UsageError
+from runner.histogram import BtfKeys
 from runner.loader.ecli import EcliTracer, package_file, parse_records, setting_flags
+from runner.tcprtt.keys import make_key, unkeyed_key
 from runner.tcprtt.settings import probe_settings
 
 RECORDS = [
     '{"key": {"family": 2, "addr": [127,0,0,1,0,0,0,0,0,0,0,0,0,0,0,0]}, '
     '"value": {"latency": 120, "cnt": 4, "slots": [0,1,3,0]}}',
     'some message ecli prints',
-    '{"value": {"slots": [1,0], "cnt": 1, "latency": 1}, "key": 0}',
+    '{"value": {"slots": [1,0], "cnt": 1, "latency": 1}, '
+    '"key": {"family": 65535, "addr": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}}',
+    '{"value": {"slots": [1,0], "cnt": 1, "latency": 1}, "key": 0}',  # not a hist_key
 ]
 
 
+def _keys() -> BtfKeys:
+    pkg = package.load(package.shipped("raw_tp", host_arch()))
+    return BtfKeys(pkg.btf, pkg.hists[0].key_type)
+
+
 def test_records_in_ecli_shape_parse_and_other_lines_are_skipped():
-    hists = list(parse_records(RECORDS))
+    hists = list(parse_records(RECORDS, _keys()))
     assert len(hists) == 2
-    assert hists[0].key["family"] == 2 and hists[0].slots == (0, 1, 3, 0)
+    assert hists[0].key == make_key(2, bytes([127, 0, 0, 1])) and hists[0].slots == (0, 1, 3, 0)
     assert hists[0].latency == 120 and hists[0].cnt == 4
-    assert hists[1].key == 0
+    assert hists[1].key == unkeyed_key()
 
 
 def test_settings_become_ecli_flags():
@@ -73,8 +82,8 @@ def test_tracer_reads_the_latest_record_per_key(tmp_path):
         deadline = time.monotonic() + 5
         while len(tracer.snapshot()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sorted(json.dumps(h.key) for h in tracer.snapshot()) == sorted(
-            json.dumps(h.key) for h in parse_records(RECORDS))
+        assert sorted(h.key for h in tracer.snapshot()) == sorted(
+            h.key for h in parse_records(RECORDS, _keys()))
     finally:
         tracer.close()
     assert tracer._proc.poll() is not None, "the child is stopped by its own PID"

@@ -14,6 +14,7 @@ from runner.exporter import parse_listen
 from runner.histogram import Hist
 from runner.render import prometheus as render
 from runner.tcprtt import variants
+from runner.tcprtt.keys import make_key
 
 from .conftest import REPO, runner_cmd, runner_env
 from .test_cli import Tracing
@@ -54,12 +55,12 @@ ACCEPTS = [
 
 
 def some_hists() -> list:
-    v4 = [Hist(key={"family": 2, "addr": [10, 0, i // 256, i % 256] + [0] * 12},
+    v4 = [Hist(key=make_key(2, bytes([10, 0, i // 256, i % 256])),
                slots=tuple((i * 7 + s * 13) % 50 * 10 ** (s % 8) for s in range(27)),
                latency=i * 1_234_567, cnt=i) for i in range(40)]
-    v6 = Hist(key={"family": 10, "addr": [0x20, 1, 0xd, 0xb8] + [0] * 11 + [1]},
+    v6 = Hist(key=make_key(10, bytes([0x20, 1, 0xd, 0xb8] + [0] * 11 + [1])),
               slots=(3,) * 27, latency=7, cnt=81)
-    return [*reversed(v4), v6, Hist(key={"family": 2, "addr": [0] * 16}, slots=(0,) * 27)]
+    return [*reversed(v4), v6, Hist(key=make_key(2, b""), slots=(0,) * 27)]
 
 
 @pytest.mark.parametrize("accept", ACCEPTS)
@@ -67,7 +68,7 @@ def some_hists() -> list:
 def test_the_exposition_is_the_encoders_own_bytes(accept, label):
     from prometheus_client.exposition import choose_encoder
 
-    from runner.addresses import key_address
+    from runner.tcprtt.keys import key_address
     encoder, _ = choose_encoder(accept)
     hists = some_hists() if label else [Hist(key=None, slots=tuple(range(27)), latency=5)]
     others = render.probe_metrics("fentry", "fentry/tcp_rcv_established", 3, len(hists), 10240)

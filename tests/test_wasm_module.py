@@ -29,7 +29,8 @@ import pytest
 from runner import options
 from runner.histogram import Hist
 from runner.package import load, rodata_image, shipped
-from runner.run import BANNER, render_interval
+from runner.render.interval import render_interval
+from runner.run import BANNER
 from runner.tcprtt import variants
 from runner.tcprtt.settings import probe_settings
 
@@ -248,8 +249,7 @@ def _hists(entries: dict) -> list[Hist]:
     out = []
     for key, value in entries.items():
         latency, cnt, *slots = struct.unpack_from(f"<QQ{SLOTS}I", value)
-        out.append(Hist(key={"family": key[0] | key[1] << 8, "addr": list(key[2:18])},
-                        slots=tuple(slots), latency=latency, cnt=cnt))
+        out.append(Hist(key=key, slots=tuple(slots), latency=latency, cnt=cnt))
     return out
 
 

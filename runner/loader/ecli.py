@@ -13,14 +13,16 @@ import threading
 from collections.abc import Iterable
 from typing import IO
 
-from ..errors import TcprttError, UsageError
-from ..histogram import Hist, key_id
+from ..errors import PackageError, TcprttError, UsageError
+from ..histogram import BtfKeys, Hist
 from ..package import Package
 
 
-def parse_records(lines: Iterable[str]) -> Iterable[Hist]:
-    """The histograms in ecli's JSON output, one record per line; other
-    lines (ecli's own messages) are skipped."""
+def parse_records(lines: Iterable[str], keys: BtfKeys) -> Iterable[Hist]:
+    """The histograms in ecli's JSON output, one record per line, their JSON
+    keys encoded back to raw map keys by ``keys`` (the package's key codec);
+    other lines (ecli's own messages) are skipped, and so are records whose
+    key does not fit the package's key type."""
     for line in lines:
         line = line.strip()
         if not line.startswith("{"):
@@ -31,7 +33,11 @@ def parse_records(lines: Iterable[str]) -> Iterable[Hist]:
             continue
         if isinstance(record, dict) and isinstance(record.get("value"), dict) \
                 and "slots" in record["value"] and "key" in record:
-            yield Hist.from_record(record)
+            try:
+                key = keys.encode(record["key"])
+            except PackageError:
+                continue
+            yield Hist.from_value(key, record["value"])
 
 
 def setting_flags(package: Package, values: dict[str, object]) -> list[str]:
@@ -78,13 +84,14 @@ class EcliTracer:
     def __init__(self, package: Package, values: dict[str, object], variant: str,
                  ecli: str | None = None):
         self.variant = variant
+        self._keys = BtfKeys(package.btf, package.hists[0].key_type)
         exe = ecli or shutil.which("ecli")
         if exe is None:
             raise TcprttError("ecli not found on PATH: install eunomia-bpf's ecli, "
                               "or use --backend libbpf")
         flags = setting_flags(package, values)
         path, self._directory = package_file(package)
-        self._latest: dict[str, Hist] = {}
+        self._latest: dict[bytes, Hist] = {}
         self._lock = threading.Lock()
         try:
             self._proc = subprocess.Popen([exe, "run", "-j", path, *flags],
@@ -109,9 +116,9 @@ class EcliTracer:
             self._directory = None
 
     def _read(self, stream: IO[str]) -> None:
-        for hist in parse_records(stream):
+        for hist in parse_records(stream, self._keys):
             with self._lock:
-                self._latest[key_id(hist.key)] = hist
+                self._latest[hist.key] = hist
 
     def snapshot(self) -> list[Hist]:
         if self._proc.poll() not in (None, 0):

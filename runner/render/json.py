@@ -1,24 +1,41 @@
-"""Histograms as JSON lines. Pure."""
+"""Histograms as JSON lines. Pure.
+
+A keyed interval may print 100,000 records: each is written from a template
+whose constant parts the encoder made once per interval, so that the bytes
+are those of ``json.JSONEncoder(separators=(",", ":"))`` on the record.
+"""
 
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii
 
 from ..histogram import Hist, percentiles
 
 # One encoder for every record: json.dumps with separators builds a new one per call.
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+QUANTILES = (0.50, 0.90, 0.99)
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def _text(value: str | None) -> str:
+    """A string member as the encoder writes it (ASCII, escaped), or null."""
+    return "null" if value is None else encode_basestring_ascii(value)
+
+
+def _number(value: float | None) -> str:
+    """A finite number, rounded to one decimal, as the encoder writes it, or null."""
+    return "null" if value is None else float.__repr__(round(value, 1))
+
+
 def tcprtt_record(hist: Hist, *, time: str, label: str, address: str | None,
                   family: str | None, unit: str, with_sum: bool) -> str:
     """One key's interval as one compact JSON object."""
     total = hist.total
-    p50, p90, p99 = percentiles(hist.slots, (0.50, 0.90, 0.99))
+    p50, p90, p99 = percentiles(hist.slots, QUANTILES)
     record = {
         "time": time,
         "label": label,
@@ -36,7 +53,43 @@ def tcprtt_record(hist: Hist, *, time: str, label: str, address: str | None,
     return _ENCODE(record)
 
 
-def ecli_record(hist: Hist) -> str:
-    """The shape ``ecli run -j`` prints: key and the value's members."""
-    value = {**dict(hist.members()), "slots": list(hist.slots)}
-    return _ENCODE({"key": hist.key, "value": value})
+def interval(view) -> str:
+    """One interval of tcprtt's output (a ``render.interval.View``): a line
+    per row, each ``tcprtt_record``'s bytes. What depends on the slots alone
+    (count, slots, percentiles) is written once per distinct histogram."""
+    head = (f'{{"time":{_text(view.when.isoformat(timespec="seconds"))},'
+            f'"label":{_text(view.label)},"address":')
+    unit = f',"unit":{_text(view.unit)},"count":'
+    with_sum = view.extension
+    done: dict[tuple, tuple[str, str]] = {}  # slots -> (count, from slots on)
+    out = []
+    append = out.append
+    for address, family, hist in view.rows:
+        slots = hist.slots
+        parts = done.get(slots)
+        if parts is None:
+            parts = done[slots] = _by_slots(slots)
+        if with_sum:
+            avg = _number(hist.latency / hist.cnt) if hist.cnt else "null"
+            sums = f'{hist.latency},"avg":{avg}'
+        else:
+            sums = 'null,"avg":null'
+        append(f'{head}{_text(address)},"family":{_text(family)}{unit}{parts[0]},'
+               f'"sum":{sums},{parts[1]}')
+    return "".join(out)
+
+
+def _by_slots(slots: tuple[int, ...]) -> tuple[str, str]:
+    """A record's count, and its members from slots to the end of the line."""
+    total = sum(slots)
+    if total:
+        p50, p90, p99 = [_number(p) for p in percentiles(slots, QUANTILES)]
+    else:
+        p50 = p90 = p99 = "null"
+    listed = _INTEGERS.get(len(slots)) or ",".join(["%d"] * len(slots))
+    return (f"{total}",
+            f'"slots":[{listed % slots}],"p50":{p50},"p90":{p90},"p99":{p99}}}\n')
+
+
+# "%d,%d,...": a histogram's slots in one formatting (ints as the encoder writes them).
+_INTEGERS = {n: ",".join(["%d"] * n) for n in range(1, 65)}

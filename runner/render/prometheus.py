@@ -14,14 +14,14 @@ from itertools import accumulate
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from ..histogram import Hist
+from ..histogram import Hist, bounds
 
 NAME = "tcp_srtt_seconds"
 
 
 def bucket_bounds_seconds(slots: int) -> list[str]:
-    bounds = [repr(((1 << (i + 1)) - 1) / 1e6) for i in range(slots - 1)]
-    return bounds + ["+Inf"]
+    """Each slot's upper bound in seconds, as the label ``le`` shows it."""
+    return [repr(high / 1e6) for _, high in bounds(slots - 1)] + ["+Inf"]
 
 
 def rtt_histogram(hists: list[Hist], label: str | None,

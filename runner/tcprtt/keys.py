@@ -1,0 +1,84 @@
+"""tcprtt's histogram keys and address settings. Pure.
+
+A key is the raw bytes of ``struct hist_key`` (tcprtt.h): a __u16 address
+family, little-endian as the hosts the runner ships for, then 16 address
+bytes. The unkeyed histogram's family is KEY_FAMILY_ALL (its address all
+zero); the probe never stores the all-zero key. An IPv6 filter is two
+64-bit halves.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+AF_INET, AF_INET6 = 2, 10
+# The family of the unkeyed histogram's key (tcprtt.h KEY_FAMILY_ALL).
+KEY_FAMILY_ALL = 0xFFFF
+FAMILY_SIZE, ADDR_OFFSET, ADDR_SIZE = 2, 2, 16  # struct hist_key
+KEY_SIZE = ADDR_OFFSET + ADDR_SIZE
+HALF = (1 << 64) - 1
+V4_IN_V6_PREFIXES = (bytes(12), bytes(10) + b"\xff\xff")  # ::a.b.c.d, ::ffff:a.b.c.d
+FAMILY_NAMES = {AF_INET: "ipv4", AF_INET6: "ipv6"}
+
+_V4 = AF_INET.to_bytes(FAMILY_SIZE, "little")
+_V6 = AF_INET6.to_bytes(FAMILY_SIZE, "little")
+_inet_ntop = socket.inet_ntop
+
+
+def key_address(key: bytes | None) -> str | None:
+    """The address a key names as text, or None for the unkeyed histogram
+    (and for a family that is neither IPv4 nor IPv6)."""
+    if not key:
+        return None
+    family = key[:FAMILY_SIZE]
+    if family == _V4:
+        return _inet_ntop(socket.AF_INET, key[ADDR_OFFSET:ADDR_OFFSET + 4])
+    if family == _V6:
+        raw = key[ADDR_OFFSET:ADDR_OFFSET + ADDR_SIZE]
+        if raw[:12] in V4_IN_V6_PREFIXES:  # libc prints these with dotted quads
+            return str(ipaddress.IPv6Address(raw))
+        return _inet_ntop(socket.AF_INET6, raw)  # RFC 5952, as ipaddress
+    return None
+
+
+def describe(key: bytes | None) -> tuple[str | None, str | None]:
+    """(``key_address``, ``key_family``) of a key, in one look at it."""
+    if not key:
+        return None, None
+    family = key[:FAMILY_SIZE]
+    if family == _V4:
+        return _inet_ntop(socket.AF_INET, key[ADDR_OFFSET:ADDR_OFFSET + 4]), "ipv4"
+    if family == _V6:
+        raw = key[ADDR_OFFSET:ADDR_OFFSET + ADDR_SIZE]
+        if raw[:12] in V4_IN_V6_PREFIXES:
+            return str(ipaddress.IPv6Address(raw)), "ipv6"
+        return _inet_ntop(socket.AF_INET6, raw), "ipv6"
+    return None, None
+
+
+def key_family(key: bytes | None) -> str | None:
+    """The family of a key as text, "ipv4" or "ipv6"; else None."""
+    if not key:
+        return None
+    return FAMILY_NAMES.get(int.from_bytes(key[:FAMILY_SIZE], "little"))
+
+
+def make_key(family: int, addr: bytes, key_size: int = KEY_SIZE) -> bytes:
+    """The raw key of a family and its address bytes (zero-padded to 16)."""
+    key = bytearray(key_size)
+    key[:FAMILY_SIZE] = family.to_bytes(FAMILY_SIZE, "little")
+    key[ADDR_OFFSET:ADDR_OFFSET + len(addr)] = addr
+    return bytes(key)
+
+
+def unkeyed_key(key_size: int = KEY_SIZE) -> bytes:
+    """The raw hists key of the unkeyed histogram."""
+    return make_key(KEY_FAMILY_ALL, b"", key_size)
+
+
+def ipv6_halves(addr: ipaddress.IPv6Address) -> tuple[int, int]:
+    """An IPv6 address as the probe's two settings: its first and last 8
+    bytes, each read as a big-endian (host-order) integer."""
+    value = int(addr)
+    return value >> 64, value & HALF

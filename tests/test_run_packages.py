@@ -41,8 +41,11 @@ def packages(tmp_path_factory) -> dict[str, Path]:
     if shutil.which("clang") is None:
         pytest.skip("clang is needed to build the test packages")
     out = tmp_path_factory.mktemp("packages")
-    return {name: pack(name, out) for name in ("exec_ring", "open_perf", "silent", "connect_kv",
-                                                "xdp_pass", "tc_pass", "uprobe_nobin")}
+    built = {name: pack(name, out) for name in ("exec_ring", "open_perf", "silent", "connect_kv",
+                                                 "xdp_pass", "tc_pass", "uprobe_nobin")}
+    built["small_ring"] = pack("exec_ring", out, ("RING_SIZE=4096",), "small_ring")
+    built["small_perf"] = pack("open_perf", out, (), "small_perf", {"perf_buffer_pages": 1})
+    return built
 
 
 def loaded() -> set[str]:
@@ -257,6 +260,55 @@ def test_perf_event_array_records(root, packages, program):
             assert "00:00:00 " + line[9:] == _ecli_line(
                 header, [str(os.getpid()), str(flags), comm, str(target)])
     assert not left_loaded(before)
+
+
+def test_perf_records_lost_while_the_reader_stalls_are_counted(root, packages, program):
+    target = Path(program).parent / "opened-while-stopped"
+    target.write_text("x")
+    runner = Runner(str(packages["small_perf"]), "-j", "--target_tgid", str(os.getpid()))
+    try:
+        runner.wait_attached()
+        runner.proc.send_signal(signal.SIGSTOP)  # the reader falls behind
+        try:
+            for _ in range(500):
+                os.close(os.open(target, os.O_RDONLY))
+        finally:
+            runner.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        # The kernel reports a loss with the next record it stores: one more.
+        os.close(os.open(target, os.O_RDONLY))
+        time.sleep(0.5)
+        code, err = runner.stop()
+    finally:
+        runner.kill()
+    assert code == 0, err
+    delivered = sum(1 for line in runner.lines if str(target) in line) - 1
+    lost = [int(m.group(1)) for m in re.finditer(r"^tcprtt: (\d+) events lost: the perf buffer "
+                                                 r"was full \(the reader fell behind\)$", err,
+                                                 re.M)]
+    assert lost and delivered < 500, err
+    assert delivered + sum(lost) >= 500
+    assert re.search(rf"^tcprtt: {sum(lost)} events lost in all, of \d+", err, re.M), err
+
+
+def test_a_ring_buffer_that_filled_up_is_reported(root, packages, program):
+    runner = Runner(str(packages["small_ring"]), "-j")
+    try:
+        runner.wait_attached()
+        runner.proc.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(60):  # 120-byte records: 34 fill the 4096-byte ring
+                exec_once(program)
+        finally:
+            runner.proc.send_signal(signal.SIGCONT)
+        time.sleep(1)
+        code, err = runner.stop()
+    finally:
+        runner.kill()
+    assert code == 0, err
+    assert sum(1 for line in runner.lines if program in line) < 60
+    assert re.search(r"^tcprtt: the ring buffer was full \(up to \d+ of its 4096 bytes "
+                     r"waiting\): the kernel refuses records then and counts none", err, re.M), err
 
 
 def test_plain_sample_map_counts_tcp_connections_on_loopback(root, packages):

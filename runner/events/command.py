@@ -118,6 +118,7 @@ def run(argv: list[str], out: TextIO, err: TextIO) -> int:
     images = settings.images(package.bpf, flags, given)
     export = exports.describe(package, json_output)
     xdp = {name: ifindex for name, ifindex in attach.plan(package).items() if ifindex}
+    perf_pages = _perf_pages(package.source, package.doc["meta"])
     require_capabilities()
     write = writer(out)
     probe = tracers.PackageProbe(package, images, xdp)
@@ -131,7 +132,7 @@ def run(argv: list[str], out: TextIO, err: TextIO) -> int:
         elif export.kind == "none":
             tracer = tracers.SilentTracer()
         else:
-            tracer = tracers.BufferTracer(probe, export, json_output, write)
+            tracer = tracers.BufferTracer(probe, export, json_output, write, perf_pages)
         head = tracer.header()
         if head is not None:
             write(head + "\n")
@@ -163,6 +164,16 @@ def run(argv: list[str], out: TextIO, err: TextIO) -> int:
     if isinstance(tracer, tracers.BufferTracer):
         _report(tracer, err)
     return 0
+
+
+def _perf_pages(source: str, meta: dict) -> int:
+    """ecli's ``perf_buffer_pages`` (64 unless the package says): a power of
+    two, as the kernel needs, and at most 4096 pages a CPU."""
+    pages = meta.get("perf_buffer_pages", 64)
+    if type(pages) is not int or pages <= 0 or pages & (pages - 1) or pages > 4096:
+        raise PackageError(f"{source}: perf_buffer_pages {pages!r} is not a power of two "
+                           "up to 4096")
+    return pages
 
 
 def _sample_loop(tracer: tracers.SampleTracer, interval: float, end: float | None) -> None:

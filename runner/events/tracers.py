@@ -12,7 +12,6 @@ all (``SilentTracer``). Records are decoded from the package's BTF by
 from __future__ import annotations
 
 import ctypes
-import mmap
 import struct
 import time
 from typing import Callable
@@ -20,7 +19,7 @@ from typing import Callable
 from .. import features
 from ..errors import KernelError
 from ..loader import libbpf
-from ..loader.buffers import BPF_MAP_TYPE_RINGBUF, open_reader
+from ..loader.buffers import BPF_MAP_TYPE_RINGBUF, PERF_BUFFER_PAGES, open_reader
 from ..loader.probe import TRACEPOINT_SECTIONS, LoadedProbe
 from ..render.text import log2_hist
 from . import format as fmt
@@ -95,11 +94,11 @@ class _Clock:
 class BufferTracer:
     """A ring buffer's or perf event array's records, one line each."""
 
-    def __init__(self, probe: PackageProbe, export: Export, json_output: bool, write: Write):
+    def __init__(self, probe: PackageProbe, export: Export, json_output: bool, write: Write,
+                 perf_pages: int = PERF_BUFFER_PAGES):
         self.probe, self.export, self.json_output, self.write = probe, export, json_output, write
         self.read = 0
         self.short = 0   # records smaller than the export struct, skipped
-        self.peak_backlog = 0
         self._lines: list[str] = []
         self._clock = _Clock()
         self.map_type = probe.map_type(export.map)
@@ -109,10 +108,8 @@ class BufferTracer:
         self._names = [f.name for f in fields]
         self._spans = [(f.start, f.end, f.decode) for f in fields]
         _, self._offsets = fmt.header(self._names, "TIME     ")
-        self._positions: tuple[mmap.mmap, mmap.mmap] | None = None
-        self._reader = open_reader(probe.map_fd(export.map), self.map_type, self._sample)
-        if self.capacity:
-            self._positions = _ring_positions(probe.map_fd(export.map))
+        self._reader = open_reader(probe.map_fd(export.map), self.map_type, self._sample,
+                                   perf_pages=perf_pages, ring_capacity=self.capacity)
 
     def header(self) -> str | None:
         """The header line ecli prints first, for plain text."""
@@ -148,11 +145,11 @@ class BufferTracer:
         event arrays count them; ring buffers do not)."""
         return getattr(self._reader, "lost", 0)
 
+    @property
+    def peak_backlog(self) -> int:
+        return getattr(self._reader, "peak_backlog", 0)
+
     def poll(self, timeout_ms: int) -> int:
-        if self._positions is not None:
-            consumer, producer = self._positions
-            backlog = struct.unpack_from("<Q", producer)[0] - struct.unpack_from("<Q", consumer)[0]
-            self.peak_backlog = max(self.peak_backlog, backlog)
         n = self._reader.poll(timeout_ms)
         if self._lines:
             lines, self._lines = self._lines, []
@@ -166,22 +163,6 @@ class BufferTracer:
 
     def close(self) -> None:
         self._reader.close()
-        if self._positions is not None:
-            for m in self._positions:
-                m.close()
-            self._positions = None
-
-
-def _ring_positions(fd: int) -> tuple[mmap.mmap, mmap.mmap] | None:
-    """The ring buffer's consumer and producer positions, mapped read-only
-    (the first two pages of a BPF ring buffer map)."""
-    page = mmap.PAGESIZE
-    try:
-        consumer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
-        producer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-    except (OSError, ValueError):
-        return None
-    return consumer, producer
 
 
 class SampleTracer:

@@ -8,13 +8,22 @@ wasm module) never unwinds through libbpf's frames.
 
 A reader owns its libbpf ring_buffer or perf_buffer, not the map: close the
 reader before the object the map belongs to. Closing twice is harmless.
+
+What a reader that falls behind costs: a perf buffer's kernel side counts
+the records it could not store, and libbpf hands the count to ``lost``. A
+ring buffer counts nothing (``bpf_ringbuf_reserve`` or ``_output`` fail in
+the BPF program, which may count them itself); what can be known is how
+full it got, ``peak_backlog`` bytes of ``capacity``, read from the ring's
+own positions when each poll starts consuming.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno as errno_mod
+import mmap
 import os
+import struct
 from typing import Callable, Union
 
 from ..errors import KernelError
@@ -78,22 +87,44 @@ class _Reader:
 
 
 class RingBufferReader(_Reader):
-    """A BPF_MAP_TYPE_RINGBUF map through libbpf's ring_buffer."""
+    """A BPF_MAP_TYPE_RINGBUF map through libbpf's ring_buffer; with
+    ``capacity`` (the map's max_entries, in bytes), ``peak_backlog`` is the
+    most it was seen holding."""
 
     kind = "ring buffer"
 
-    def __init__(self, map_fd: int, on_sample: OnSample):
+    def __init__(self, map_fd: int, on_sample: OnSample, capacity: int = 0):
         super().__init__(map_fd, on_sample)
+        self.capacity = capacity
+        self.peak_backlog = 0
+        self._positions = _ring_positions(map_fd) if capacity else None
         self._cb = libbpf.RING_SAMPLE_FN(self._sample)  # kept alive with the reader
         try:
             self._handle = self._lib.ring_buffer__new(map_fd, self._cb, None, None)
         except libbpf.LibbpfError as exc:
+            self._unmap()
             raise KernelError(f"cannot read ring buffer (map fd {map_fd}): "
                               f"{os.strerror(exc.errno)}", exc.errno) from None
 
     def _sample(self, ctx, data, size) -> int:
+        if not self._pending and self._positions is not None:
+            # The first record of this poll: nothing is consumed yet, the
+            # distance from consumer to producer is all that waits.
+            consumer, producer = self._positions
+            backlog = _POSITION(producer)[0] - _POSITION(consumer)[0]
+            if backlog > self.peak_backlog:
+                self.peak_backlog = backlog
         self._pending.append(ctypes.string_at(data, size))
         return 0
+
+    def _unmap(self) -> None:
+        positions, self._positions = self._positions, None
+        for m in positions or ():
+            m.close()
+
+    def close(self) -> None:
+        super().close()
+        self._unmap()
 
     def _poll_raw(self, timeout_ms: int) -> int:
         return self._lib.ring_buffer__poll(self._handle, timeout_ms)
@@ -132,16 +163,39 @@ class PerfBufferReader(_Reader):
         self._lib.perf_buffer__free(handle)
 
 
+_POSITION = struct.Struct("<Q").unpack_from
+
+
+def _ring_positions(fd: int) -> tuple[mmap.mmap, mmap.mmap] | None:
+    """A ring buffer's consumer and producer positions, mapped read-only:
+    the first two pages of a BPF_MAP_TYPE_RINGBUF map."""
+    page = mmap.PAGESIZE
+    try:
+        consumer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
+    except (OSError, ValueError):
+        return None
+    try:
+        producer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+    except (OSError, ValueError):
+        consumer.close()
+        return None
+    return consumer, producer
+
+
 Reader = Union[RingBufferReader, PerfBufferReader]
 READERS = {BPF_MAP_TYPE_RINGBUF: RingBufferReader,
            BPF_MAP_TYPE_PERF_EVENT_ARRAY: PerfBufferReader}
 
 
-def open_reader(map_fd: int, map_type: int, on_sample: OnSample) -> Reader:
+def open_reader(map_fd: int, map_type: int, on_sample: OnSample, *,
+                perf_pages: int = PERF_BUFFER_PAGES, ring_capacity: int = 0) -> Reader:
     """The reader for a map of ``map_type``; KernelError(EINVAL) for a map
-    that is neither a ring buffer nor a perf event array."""
-    cls = READERS.get(map_type)
-    if cls is None:
-        raise KernelError(f"map fd {map_fd} (type {map_type}) is not a ring buffer or "
-                          "a perf event array", errno_mod.EINVAL)
-    return cls(map_fd, on_sample)
+    that is neither a ring buffer nor a perf event array. ``perf_pages``:
+    each CPU's perf buffer, in pages (a power of two); ``ring_capacity``: a
+    ring buffer's size, to measure its backlog against."""
+    if map_type == BPF_MAP_TYPE_RINGBUF:
+        return RingBufferReader(map_fd, on_sample, ring_capacity)
+    if map_type == BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+        return PerfBufferReader(map_fd, on_sample, perf_pages)
+    raise KernelError(f"map fd {map_fd} (type {map_type}) is not a ring buffer or "
+                      "a perf event array", errno_mod.EINVAL)

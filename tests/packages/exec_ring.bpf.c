@@ -17,9 +17,13 @@ const volatile int marker = 7;
 /* Counts records; its first value comes from the command line (.bss). */
 unsigned long long seq;
 
+#ifndef RING_SIZE
+#define RING_SIZE (256 * 1024)
+#endif
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, RING_SIZE);
 } events SEC(".maps");
 
 SEC("tp/sched/sched_process_exec")

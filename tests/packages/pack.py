@@ -35,7 +35,7 @@ def export_struct(name: str) -> str | None:
     return structs[-1] if structs else None
 
 
-def compile_object(name: str, workdir: Path) -> bytes:
+def compile_object(name: str, workdir: Path, defines: tuple[str, ...] = ()) -> bytes:
     """As ecc compiles: with a dummy global pointer to the export struct, so
     that its BTF is in the object even when only local variables use it."""
     out = workdir / f"{name}.bpf.o"
@@ -49,6 +49,7 @@ def compile_object(name: str, workdir: Path) -> bytes:
     subprocess.run([build._tool("clang"), "-g", "-O2", "-target", "bpf", "-mcpu=v3",
                     f"-fdebug-prefix-map={HERE}=tests/packages",
                     f"-fdebug-prefix-map={workdir}=tests/packages", f"-I{include}", f"-I{HERE}",
+                    *(f"-D{d}" for d in defines),
                     "-c", str(wrapper), "-o", str(out)], cwd=HERE, check=True)
     subprocess.run([build._tool("llvm-strip"), "-g", str(out)], check=True)
     return out.read_bytes()
@@ -97,12 +98,15 @@ def describe(name: str, obj: bytes) -> dict:
                      "export_types": exports, "eunomia_version": build.EUNOMIA_VERSION}}
 
 
-def pack(name: str, out: Path) -> Path:
-    """``out``/NAME.json, built from NAME.bpf.c (and NAME.h)."""
+def pack(name: str, out: Path, defines: tuple[str, ...] = (), as_name: str | None = None,
+         meta: dict | None = None) -> Path:
+    """``out``/NAME.json (or AS_NAME.json), built from NAME.bpf.c (and NAME.h)
+    with ``-D`` ``defines``; ``meta`` adds top-level metadata keys."""
     with tempfile.TemporaryDirectory(prefix="tcprtt-test-pack-") as tmp:
-        doc = describe(name, compile_object(name, Path(tmp)))
+        doc = describe(name, compile_object(name, Path(tmp), defines))
+    doc["meta"].update(meta or {})
     text = build.dumps(doc)
     parse(json.loads(text), f"{name}.json", any_output=True)
-    path = out / f"{name}.json"
+    path = out / f"{as_name or name}.json"
     path.write_text(text)
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import platform
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,4 +26,5 @@ def host_arch() -> str:
 def probe_config() -> dict:
     if CHECKOUT_CONFIG.is_file():
         return json.loads(CHECKOUT_CONFIG.read_text())
+    from importlib import resources  # an installed runner only
     return json.loads(resources.files(__package__).joinpath("packages/config.json").read_text())

@@ -1,6 +1,6 @@
-"""tcprtt's command line: flags from probe/config.json, validated once with
-jsonschema into a frozen Options (``runner.tcprtt.settings`` turns them into
-the probe's settings)."""
+"""tcprtt's command line: flags from probe/config.json, validated once
+against its JSON Schemas (``runner.jsonsubset``) into a frozen Options
+(``runner.tcprtt.settings`` turns them into the probe's settings)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import re
 import sys
 from dataclasses import dataclass
 from typing import TextIO
-
-import jsonschema
 
 from .config import probe_config
 from .errors import UsageError
@@ -110,7 +108,8 @@ def _convert(opt: dict, raw: str):
     return raw
 
 
-def _explain(error: jsonschema.ValidationError, given: dict) -> str:
+def _explain(error, given: dict) -> str:
+    """One line for the first error (jsonschema's or jsonsubset's) of ``given``."""
     dest = next((p for p in error.absolute_path), None)
     if dest is None:
         return error.message
@@ -126,14 +125,14 @@ def _explain(error: jsonschema.ValidationError, given: dict) -> str:
 
 def validate(given: dict) -> None:
     """Check the probe's options against config.json; raise UsageError naming the value."""
+    from .jsonsubset import validator as schema_validator  # jsonschema only if needed
     config = probe_config()
-    checker = jsonschema.FormatChecker()
     properties = {o["dest"]: o.get("schema", {"type": "boolean"}) for o in config["options"]}
     schema = {"type": "object", "properties": properties}
-    for error in jsonschema.Draft202012Validator(schema, format_checker=checker).iter_errors(given):
+    for error in schema_validator(schema).iter_errors(given):
         raise UsageError(_explain(error, given))
     for constraint in config["constraints"]:
-        validator = jsonschema.Draft202012Validator(constraint["schema"], format_checker=checker)
+        validator = schema_validator(constraint["schema"])
         if not validator.is_valid(given):
             raise UsageError(constraint["message"])
 

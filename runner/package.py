@@ -11,21 +11,22 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
 import json
 import re
 import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-
-import jsonschema
 
 from . import bpfobject
 from .bpfobject import BpfObject, Btf
 from .errors import PackageError
+
+# The runner's own files (the shipped packages, the schema) beside this module:
+# a path, not importlib.resources, whose imports (tempfile, shutil, bz2, lzma,
+# random) a plain trace would carry for nothing.
+HERE = Path(__file__).resolve().parent
 
 # No BPF object the runner handles comes near this; it caps inflation so that
 # a small package cannot expand to gigabytes.
@@ -61,12 +62,13 @@ MAP_TYPES_WITH_KEYS = {1: "hash", 2: "array", 9: "lru_hash"}
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
-    text = resources.files(__package__).joinpath("schemas/eunomia-package.schema.json").read_text()
+    text = (HERE / "schemas" / "eunomia-package.schema.json").read_text()
     return json.loads(text)
 
 
 def validate(doc: object, source: str = "package") -> None:
     """Check ``doc`` against the eunomia package schema."""
+    import jsonschema  # 4 MB of modules: only for a package from outside the runner
     validator = jsonschema.Draft202012Validator(schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
     if error is not None:
@@ -178,6 +180,7 @@ class Package:
 
     @property
     def digest(self) -> str:
+        import hashlib  # OpenSSL's libcrypto, 3.6 MB: only when a digest is asked for
         return "sha256:" + hashlib.sha256(self.obj).hexdigest()
 
     def setting(self, name: str) -> Setting:
@@ -272,6 +275,10 @@ def parse(doc: object, source: str = "package", vet: bool = True,
     With ``vet`` (the default), libbpf also opens the object, in a child
     process (``loader.vet``), and what it finds there must agree with the
     metadata: this is what lets the runner open it in its own process later.
+    Without it (the packages shipped inside the runner, which ``runner.build``
+    checked in full when it made them) neither that child nor the JSON Schema
+    check runs: jsonschema and its modules would be 4 MB of a plain trace's
+    memory. Our own checks of the object and metadata run either way.
 
     With ``any_output`` the package may report as ecli packages do (ring
     buffers, perf event arrays, any sample map, or nothing) and attach
@@ -280,8 +287,10 @@ def parse(doc: object, source: str = "package", vet: bool = True,
     if not _json_depth_ok(doc):
         raise PackageError(f"{source}: not a eunomia package: JSON nested deeper than "
                            f"{MAX_JSON_DEPTH} levels")
-    validate(doc, source)
-    assert isinstance(doc, dict)
+    if vet:
+        validate(doc, source)
+    if not isinstance(doc, dict):
+        raise PackageError(f"{source}: not a eunomia package: not a JSON object")
     obj = decode_object(doc["bpf_object"], doc["bpf_object_size"], source)
     try:
         package = _describe(doc, obj, source, any_output)
@@ -302,6 +311,8 @@ def parse(doc: object, source: str = "package", vet: bool = True,
 def _vetted(obj: bytes, name: str, source: str):
     """libbpf's view of the object, from a child process; remembered per
     object so that the same bytes are opened once per process."""
+    import hashlib
+
     from .loader import vet
     key = (hashlib.sha256(obj).digest(), name)
     if key not in _VETTED:
@@ -486,13 +497,12 @@ def _check_settings(source: str, settings: list[Setting], rodata_size: int) -> N
 
 def shipped(variant: str, arch: str) -> Path:
     """The package of ``variant`` that ships inside the runner."""
-    base = resources.files(__package__).joinpath("packages")
-    return Path(str(base.joinpath(arch, f"tcprtt.{variant}.json")))
+    return HERE / "packages" / arch / f"tcprtt.{variant}.json"
 
 
 def is_shipped(path: str | Path) -> bool:
     """Whether ``path`` is one of the packages installed with the runner."""
-    base = Path(str(resources.files(__package__).joinpath("packages"))).resolve()
+    base = (HERE / "packages").resolve()
     try:
         return Path(path).resolve().parent.parent == base
     except OSError:

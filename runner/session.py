@@ -11,10 +11,10 @@ them.
 
 from __future__ import annotations
 
-import datetime
 import os
 import select
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING, Callable, TextIO
 
@@ -26,6 +26,8 @@ from .package import Package, load, shipped
 from .tcprtt import variants
 
 if TYPE_CHECKING:
+    import datetime
+
     from .histogram import Hist
     from .options import Options, RegistryOptions
     from .registry import ModuleOnly
@@ -45,13 +47,20 @@ class Signals:
     first one raises Interrupted (exit 130) and later ones are ignored. Once
     ``start_tracing`` is called each only sets a flag and wakes ``wait``:
     nothing is raised inside a read or a render, and the loop prints the
-    last interval and ends with exit 0."""
+    last interval and ends with exit 0.
+
+    A signal that lands while libbpf calls back into Python (its message
+    callback, while loading) raises Interrupted inside the callback, where
+    ctypes can only drop it: the installed ``sys.unraisablehook`` drops it
+    quietly, and ``start_tracing`` raises it again, so that the command
+    still ends with 130 before tracing, with nothing printed."""
 
     def __init__(self) -> None:
         self.received: int | None = None
         self.tracing = False
         self._pipe: tuple[int, int] | None = None
         self._previous: dict[int, object] = {}
+        self._unraisable = None
 
     def install(self) -> bool:
         """Take over the stop signals; False off the main thread, where
@@ -61,7 +70,14 @@ class Signals:
                 self._previous[s] = signal.signal(s, self._handler)
         except ValueError:
             return False
+        self._unraisable = sys.unraisablehook
+        sys.unraisablehook = self._drop_interrupted
         return True
+
+    def _drop_interrupted(self, unraisable) -> None:
+        if isinstance(unraisable.exc_value, Interrupted):
+            return  # ours, lost in a callback: start_tracing raises it again
+        (self._unraisable or sys.__unraisablehook__)(unraisable)
 
     def release(self, exiting: bool = False) -> None:
         """Give the stop signals back; when the process is about to exit,
@@ -70,6 +86,10 @@ class Signals:
         previous, self._previous = self._previous, {}
         for s, handler in previous.items():
             signal.signal(s, signal.SIG_IGN if exiting else handler)  # type: ignore[arg-type]
+        if self._unraisable is not None:
+            if sys.unraisablehook == self._drop_interrupted:
+                sys.unraisablehook = self._unraisable
+            self._unraisable = None
         if self._pipe is not None:
             for fd in self._pipe:
                 os.close(fd)
@@ -90,7 +110,10 @@ class Signals:
             raise Interrupted(signum)
 
     def start_tracing(self) -> None:
-        """From now on a stop signal ends tracing normally (exit 0)."""
+        """From now on a stop signal ends tracing normally (exit 0). A signal
+        that came before, whose Interrupted a callback lost, raises it now."""
+        if self.received is not None and not self.tracing:
+            raise Interrupted(self.received)
         if self._pipe is None:
             self._pipe = os.pipe()
             for fd in self._pipe:
@@ -281,7 +304,8 @@ def writer(out: TextIO) -> Callable[[str], None]:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now().astimezone()
+    from datetime import datetime
+    return datetime.now().astimezone()
 
 
 def trace_loop(tracer: Tracer, interval: float, duration: float | None,

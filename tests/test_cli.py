@@ -425,3 +425,19 @@ def test_the_module_only_hand_over_keeps_the_registry_flags_back():
     argv = ["-d", "1", "--image", "r.example/t:1", "--username", "ci", "--password-stdin",
             "--ca=ca.pem", "--insec", "--password", "pw", "-B", "--json"]
     assert module_flags(argv, known) == ["-d", "1", "-B", "--json"]
+
+
+# -- what a plain trace imports -------------------------------------------------------------
+
+def test_a_plain_trace_imports_no_registry_exporter_packer_or_wasm_runtime(root):
+    """``tcprtt -d 1`` as the console script runs it, with sys.modules read
+    once it returns: none of the modules that only other commands need."""
+    from bench.footprint import HEAVY, measure
+    assert {"requests", "wasmtime", "jsonschema", "runner.exporter", "runner.build"} <= set(HEAVY)
+    hwm, rss, heavy = measure(["-d", "1"])
+    assert heavy == [], f"a plain trace imported {heavy}"
+    assert 0 < rss <= hwm  # read from the running process, at the banner
+    # The control: the same report names what a --prometheus run imports.
+    from .traffic import free_port
+    _, _, with_exporter = measure(["-d", "1", "--prometheus", f"127.0.0.1:{free_port()}"])
+    assert "runner.exporter" in with_exporter

@@ -223,3 +223,39 @@ def test_the_wait_wakes_at_a_signal_when_tracing():
     finally:
         signals.release()
     assert signals.received == signal.SIGHUP
+
+
+def test_a_signal_inside_a_c_callback_before_tracing_still_ends_with_130(capfd):
+    """libbpf calls back into Python (its messages) while loading; a signal
+    handled there raises Interrupted where ctypes can only drop it. It is
+    dropped quietly and raised again when tracing would start."""
+    import ctypes
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are set on the main thread only")
+    libc = ctypes.CDLL(None)
+    compare = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+    handled_in_callback: list[bool] = []
+
+    def callback(a, b) -> int:
+        if not handled_in_callback:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, inside the callback
+                pass
+            handled_in_callback.append(True)
+        return 0
+
+    signals = session.Signals()
+    assert signals.install()
+    try:
+        values = (ctypes.c_int * 4)(4, 3, 2, 1)
+        libc.qsort(values, 4, ctypes.sizeof(ctypes.c_int), compare(callback))
+        assert handled_in_callback == [True]  # the Interrupted raised there was lost...
+        assert signals.received == signal.SIGTERM
+        with pytest.raises(session.Interrupted):  # ...and comes back here
+            signals.start_tracing()
+    finally:
+        signals.release()
+    assert capfd.readouterr().err == ""  # no "Exception ignored" from ctypes
+    other = session.Signals()  # without a signal, tracing starts
+    other.start_tracing()
+    other.release()

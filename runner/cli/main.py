@@ -15,7 +15,6 @@ import io
 import os
 import signal
 import sys
-import traceback
 from typing import TextIO
 
 from ..errors import TcprttError, UsageError
@@ -166,6 +165,7 @@ def _main(argv: list[str] | None, out: TextIO | None, err: TextIO | None) -> int
         return 128 + signal.SIGPIPE
     except UsageError as exc:
         if show_stack:
+            import traceback
             traceback.print_exc(file=diagnostics)
         print(f"tcprtt: error: {exc}", file=diagnostics)
         return exc.exit_code
@@ -173,6 +173,7 @@ def _main(argv: list[str] | None, out: TextIO | None, err: TextIO | None) -> int
         if isinstance(exc, OutputError):
             _quiet(stream if swapped else None)
         if show_stack:
+            import traceback
             traceback.print_exc(file=diagnostics)
         print(f"tcprtt: {exc}", file=diagnostics)
         return exc.exit_code

@@ -4,19 +4,45 @@ serve them to Prometheus), as bcc's tcprtt does."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import TextIO
 
 from .. import options, session
 from ..errors import UsageError
-from ..render.interval import render_interval
 from .main import COMMANDS, VERSION
 
 BANNER = "Tracing TCP RTT... Hit Ctrl-C to end."
 
 
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size() finds it."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, given the width that it would import shutil (and
+    with it bz2 and lzma) to find: argparse makes one for each flag added, so
+    every run, not only --help, would carry those modules."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
 def parser() -> options.Parser:
     parser = options.Parser(prog="tcprtt", description="Summarize TCP RTT as a histogram.",
-                            epilog=COMMANDS, formatter_class=argparse.RawDescriptionHelpFormatter)
+                            epilog=COMMANDS, formatter_class=_Formatter)
     options.add_probe_flags(parser)
     options.add_runner_flags(parser)
     parser.add_argument("--version", action="version", version=f"tcprtt {VERSION}")
@@ -65,6 +91,11 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
                   file=err, flush=True)
 
         if emit is None:
+            # Rendering (and its socket, datetime and formats) is imported once
+            # attached: loading, with libbpf's copies of the kernel's BTF, is the
+            # peak of the process's memory, and these would only add to it.
+            from ..render.interval import render_interval
+
             def emit(hists, when):
                 write(render_interval(opts, hists, when))
         session.trace_loop(tracer, opts.interval, opts.duration, emit, drops)

@@ -33,6 +33,7 @@ from .oci import (
     Credentials,
     clean,
     fault,
+    parse_json,
     sha256,
 )
 from .reference import Reference
@@ -233,7 +234,12 @@ def _from_cache(cache: Cache, digest: str, arch: str) -> Pulled:
     present and checked, and the module if it was fetched. Layers are told
     apart by their bytes: WebAssembly is the module, anything else a package."""
     body = cache.read(digest)
-    doc = json.loads(body)
+    try:
+        doc = parse_json(body)  # a pinned digest may name any cached blob
+    except ValueError:
+        raise fault(f"{digest}: not an OCI index or manifest (not JSON)") from None
+    if not isinstance(doc, dict):
+        raise fault(f"{digest}: not an OCI index or manifest")
     entries: list[tuple[str, dict]] = []
     if doc.get("mediaType") == MEDIA_INDEX or "manifests" in doc:
         doc = parse_document(body, "index", digest)

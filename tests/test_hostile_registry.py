@@ -742,6 +742,27 @@ def test_whatever_a_registry_answers_ends_in_one_clean_line(tmp_path, monkeypatc
     assert len(kinds) >= 8, kinds  # the answers reached many parts of the client
 
 
+@pytest.mark.parametrize("layer", [_nested(100_000), b"[]", b"\0asm\x01\0\0\0"],
+                         ids=["nested", "list", "wasm"])
+def test_a_pinned_digest_of_a_cached_layer_is_not_a_release(tmp_path, layer):
+    """A reference pinned to a layer's digest, the layer cached by an
+    earlier pull: the cache does not take it for a manifest, and the
+    command says so in one line, offline."""
+    release = Release(layer)
+    with serve(release.answer) as server:
+        address = server.address
+        cache = registry.Cache(tmp_path / "cache" / "tcprtt")
+        try:
+            registry.pull(client(address), cache, ARCH)
+        except RegistryError:
+            pass  # what the layer is does not matter here; it is cached
+    assert cache.has(release.layer_digest)
+    pinned = reference.parse(f"{address}/{REPOSITORY}@{release.layer_digest}")
+    assert registry.cached(pinned, cache, ARCH) is None
+    line = one_line(tcprtt("--image", str(pinned), "-d", "1", cache=tmp_path / "cache"), 1)
+    assert "connection refused" in line
+
+
 @pytest.fixture
 def full_disk_tools():
     for tool in ("unshare", "mount"):

@@ -78,8 +78,14 @@ def test_ipv6_halves_of_known_addresses():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([AF_INET, AF_INET6, 0, 1, KEY_FAMILY_ALL]), v6)
-def test_describe_is_address_and_family(family, raw):
-    from runner.tcprtt.keys import describe
-    key = make_key(family, raw)
-    assert describe(key) == (key_address(key), key_family(key))
+@given(st.lists(st.tuples(st.sampled_from([AF_INET, AF_INET6, 0, 1, KEY_FAMILY_ALL]), v6,
+                          st.sampled_from([(0, 0), (1, 0), (0, 3), (2, -2)])), max_size=12))
+def test_rows_are_the_keys_with_samples_by_address_text(entries):
+    from runner.histogram import Hist
+    from runner.tcprtt.keys import addressed
+    hists = [Hist(make_key(family, raw), slots) for family, raw, slots in entries]
+    named, unnamed = addressed(hists + [Hist(None, (5,))])
+    counted = [h for h in hists + [Hist(None, (5,))] if sum(h.slots)]
+    assert named == sorted([(key_address(h.key), key_family(h.key), h) for h in counted
+                            if key_address(h.key) is not None], key=lambda row: row[0])
+    assert unnamed == [(None, None, h) for h in counted if key_address(h.key) is None]

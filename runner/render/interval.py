@@ -7,11 +7,10 @@ rows sorted by address; the format writes them.
 from __future__ import annotations
 
 import datetime
-from operator import itemgetter
 from typing import NamedTuple
 
 from ..histogram import Hist, collector_paused
-from ..tcprtt.keys import describe
+from ..tcprtt.keys import addressed
 from . import FORMATS
 
 UNKEYED_SLOTS = 27  # the empty unkeyed histogram that an interval without samples shows
@@ -37,13 +36,7 @@ def rows(hists: list[Hist], keyed: bool) -> list[Row]:
     if not keyed:
         out = [(None, None, h) for h in hists]
         return out or [(None, None, Hist(None, (0,) * UNKEYED_SLOTS))]
-    named, unnamed = [], []
-    for h in hists:
-        if sum(h.slots) == 0:
-            continue
-        row = (*describe(h.key), h)
-        (unnamed if row[0] is None else named).append(row)
-    named.sort(key=itemgetter(0))
+    named, unnamed = addressed(hists)
     return named + unnamed
 
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
+from operator import itemgetter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..histogram import Hist
 
 AF_INET, AF_INET6 = 2, 10
 # The family of the unkeyed histogram's key (tcprtt.h KEY_FAMILY_ALL).
@@ -42,19 +48,33 @@ def key_address(key: bytes | None) -> str | None:
     return None
 
 
-def describe(key: bytes | None) -> tuple[str | None, str | None]:
-    """(``key_address``, ``key_family``) of a key, in one look at it."""
-    if not key:
-        return None, None
-    family = key[:FAMILY_SIZE]
-    if family == _V4:
-        return _inet_ntop(socket.AF_INET, key[ADDR_OFFSET:ADDR_OFFSET + 4]), "ipv4"
-    if family == _V6:
-        raw = key[ADDR_OFFSET:ADDR_OFFSET + ADDR_SIZE]
-        if raw[:12] in V4_IN_V6_PREFIXES:
-            return str(ipaddress.IPv6Address(raw)), "ipv6"
-        return _inet_ntop(socket.AF_INET6, raw), "ipv6"
-    return None, None
+def addressed(hists: Iterable[Hist]) -> tuple[list[tuple], list[tuple]]:
+    """The histograms that counted something, as rows ``(address, family,
+    hist)``: those whose key names an address, sorted by the address's text,
+    and the others (address and family None), in their order. One pass, the
+    key decoded inline: an interval may hold 100,000 keys."""
+    named: list[tuple] = []
+    unnamed: list[tuple] = []
+    add, other = named.append, unnamed.append
+    ntop, v4, v6 = _inet_ntop, socket.AF_INET, socket.AF_INET6
+    mapped = V4_IN_V6_PREFIXES
+    for h in hists:
+        if sum(h.slots) == 0:
+            continue
+        key = h.key
+        family = key[:FAMILY_SIZE] if key else None
+        if family == _V6:
+            if key.startswith(mapped, ADDR_OFFSET):  # libc prints these with dotted quads
+                add((str(ipaddress.IPv6Address(key[ADDR_OFFSET:ADDR_OFFSET + ADDR_SIZE])),
+                     "ipv6", h))
+            else:
+                add((ntop(v6, key[ADDR_OFFSET:ADDR_OFFSET + ADDR_SIZE]), "ipv6", h))
+        elif family == _V4:
+            add((ntop(v4, key[ADDR_OFFSET:ADDR_OFFSET + 4]), "ipv4", h))
+        else:
+            other((None, None, h))
+    named.sort(key=itemgetter(0))
+    return named, unnamed
 
 
 def key_family(key: bytes | None) -> str | None:

@@ -270,3 +270,21 @@ def test_the_seccomp_profile_allows_bpf_and_refuses_what_changes_the_system():
                   if rule["names"] == ["clone"]]
     assert sorted(namespaces) == sorted([0x20000, 0x2000000, 0x4000000, 0x8000000,
                                          0x10000000, 0x20000000, 0x40000000])
+
+
+def test_the_workflow_builds_and_pushes_the_image_for_both_architectures_on_a_tag():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "build.yml").read_text())
+    jobs = [job for job in workflow["jobs"].values()
+            if any(str(s.get("uses", "")).startswith("docker/build-push-action@")
+                   for s in job["steps"])]
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job["if"] == "startsWith(github.ref, 'refs/tags/v')"
+    assert job["permissions"]["packages"] == "write"
+    build = next(s for s in job["steps"]
+                 if str(s.get("uses", "")).startswith("docker/build-push-action@"))["with"]
+    assert build["file"] == "deploy/Containerfile" and build["push"] is True
+    assert set(build["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
+    naming = " ".join(s.get("run", "") for s in job["steps"])
+    assert "ghcr.io/${owner}/tcprtt-exporter:${GITHUB_REF_NAME#v}" in naming
+    assert ":latest" not in naming + build["tags"]

@@ -14,10 +14,10 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from runner import features, package
-from runner.addresses import ipv6_halves, key_address
 from runner.build import host_arch
 from runner.histogram import Hist, bucket_bounds, percentile
 from runner.tcprtt import variants
+from runner.tcprtt.keys import ipv6_halves, key_address
 from runner.tracer import LibbpfTracer
 
 from .conftest import REPO, runner_cmd, runner_env

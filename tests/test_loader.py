@@ -10,10 +10,10 @@ import time
 import pytest
 
 from runner import features, package
-from runner.addresses import key_address
 from runner.build import host_arch
 from runner.errors import KernelError
 from runner.tcprtt import variants
+from runner.tcprtt.keys import key_address
 from runner.tcprtt.variants import choose
 from runner.tracer import LibbpfTracer
 
@@ -125,7 +125,7 @@ def test_address_keys_decode(root, setting, host):
 def test_ipv6_address_filter_and_family_filter(root):
     import ipaddress
 
-    from runner.addresses import ipv6_halves
+    from runner.tcprtt.keys import ipv6_halves
     v6 = dict(zip(("targ_daddr_v6_hi", "targ_daddr_v6_lo"),
                   ipv6_halves(ipaddress.IPv6Address("::1"))))
     with LibbpfTracer(pkg("raw_tp"), v6, "raw_tp") as tracer:

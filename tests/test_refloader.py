@@ -27,9 +27,9 @@ import time
 import pytest
 
 from runner import features, package
-from runner.addresses import KEY_FAMILY_ALL, ipv6_halves
 from runner.build import host_arch
 from runner.tcprtt import variants
+from runner.tcprtt.keys import KEY_FAMILY_ALL, ipv6_halves
 
 from .conftest import REPO, runner_cmd, runner_env, shared_file
 from .traffic import tcp_pair

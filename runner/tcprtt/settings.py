@@ -29,7 +29,7 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 def _set(values: dict[str, object], opt: dict, given: object) -> None:
     sets = opt["sets"]
     if isinstance(sets, list):  # an address: the IPv4 setting, then the IPv6 halves
-        from ..addresses import ipv6_halves
+        from .keys import ipv6_halves
         v4_name, *v6_names = sets
         addr = _address(str(given))
         if isinstance(addr, ipaddress.IPv4Address):

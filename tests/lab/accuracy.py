@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 
 from runner import package
-from runner.addresses import key_address
 from runner.build import host_arch
 from runner.histogram import bucket_bounds, percentile
+from runner.tcprtt.keys import key_address
 from runner.tracer import LibbpfTracer
 
 from ..test_lab import DELAYS, drive, slot_of

@@ -164,6 +164,90 @@ def test_sigterm_while_many_keys_are_read_and_rendered_ends_with_the_data(root):
     assert json.loads(lines[-1])["count"] > 0
 
 
+# The same runner, with a hook that widens one window to as long as it takes:
+# the first read of the maps (``read``) or the first render of an interval
+# (``render``) says on the report pipe that it has begun, and goes on only once
+# the stop signal has been handled, inside it. Without the hook a signal lands
+# in a read or a render only by luck; with it, always.
+HELD = r"""
+import os, runpy, sys, time
+from bench.run import fill_keys
+from runner import session
+from runner.render import interval
+from runner.tcprtt import variants
+
+count, where, report = int(sys.argv.pop(1)), sys.argv.pop(1), int(sys.argv.pop(1))
+chosen = variants.choose
+
+
+def hold(what):
+    os.write(report, f"{what} begun\n".encode())
+    deadline = time.monotonic() + 30
+    while session.signals().received is None and time.monotonic() < deadline:
+        time.sleep(0.001)  # the handler runs here, inside the read or render
+    os.write(report, f"{what}: signal {session.signals().received} handled inside\n".encode())
+
+
+def first_call_held(function, what):
+    calls = []
+
+    def held(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            hold(what)
+        return function(*args, **kwargs)
+    return held
+
+
+def choose(*args, **kwargs):
+    choice = chosen(*args, **kwargs)
+    fill_keys(choice.tracer, count)
+    if where == "read":
+        choice.tracer.snapshot = first_call_held(choice.tracer.snapshot, "read")
+    return choice
+
+
+variants.choose = choose
+if where == "render":
+    interval.render_interval = first_call_held(interval.render_interval, "render")
+runpy.run_module("runner", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["read", "render"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT],
+                         ids=lambda s: signal.Signals(s).name)
+def test_a_stop_signal_inside_a_read_or_render_of_many_keys_ends_with_the_data_once(
+        root, sig, where):
+    keys = 20_000
+    report_r, report_w = os.pipe()
+    # -p 1: no connection of the machine's adds keys of its own
+    proc = subprocess.Popen([sys.executable, "-c", HELD, str(keys), where, str(report_w),
+                             "-B", "-p", "1", "--max-keys", str(2 * keys), "--json",
+                             "-i", "1", "-d", "60"],
+                            cwd=REPO, env=runner_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, pass_fds=(report_w,))
+    os.close(report_w)
+    report = os.fdopen(report_r)
+    try:
+        begun = report.readline()  # blocks until the window opens, or the runner ends
+        assert begun == f"{where} begun\n", proc.stderr.read() if proc.poll() is not None else ""
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+        inside = report.read()
+    finally:
+        report.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert inside == f"{where}: signal {int(sig)} handled inside\n"
+    assert proc.returncode == 0, err
+    assert err == BANNER + "\n", err  # no traceback, nothing else
+    lines = out.splitlines()
+    assert len(lines) == keys  # the interval whole, once; the last one has no new samples
+    assert len({json.loads(line)["address"] for line in lines}) == keys  # each key once
+
+
 class _Probe:
     def __init__(self, calls: list[str]):
         self.calls = calls

@@ -109,3 +109,12 @@ def test_kprobe_for_another_architecture_fails_to_load_not_to_read(root):
         else:  # no kprobes in this kernel: attaching is what fails, and says so
             with pytest.raises(KernelError, match="cannot attach rtt_kprobe"):
                 probe.attach()
+
+
+def test_the_probe_readme_lists_every_variant_of_config_json():
+    readme = (REPO / "probe" / "README.md").read_text()
+    for name, spec in probe_config()["variants"].items():
+        assert f"| `{name}` | `{spec['attach']}` |" in readme, name
+    attach_doc = (REPO / "docs" / "attach.md").read_text()
+    for name in probe_config()["variants"]:
+        assert f"**{name}**" in attach_doc, name

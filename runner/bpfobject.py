@@ -569,6 +569,9 @@ def _ecli_struct(btf: Btf, type_id: int, t: BtfType, depth: int) -> Decode:
         fields.append((m.name, m.offset, m.offset + size, _ecli_compile(btf, m.type_id,
                                                                         depth + 1)))
     head = (("__EUNOMIA_TYPE", kind), ("__EUNOMIA_TYPE_NAME", t.name))
+    fast = _ecli_unpacker(btf, t, fields, depth) if kind == "struct" else None
+    if fast is not None:
+        return fast(dict(head))
 
     def composite(data: bytes) -> dict:
         out = dict(head)
@@ -576,3 +579,72 @@ def _ecli_struct(btf: Btf, type_id: int, t: BtfType, depth: int) -> Decode:
             out[name] = inner(data[start:end])
         return out
     return composite
+
+
+def _ecli_scalar(btf: Btf, type_id: int, depth: int):
+    """(struct format, what to make of the unpacked value) for a member one
+    ``struct`` code decodes as ``_ecli_compile`` would; None otherwise."""
+    if depth > MAX_DEPTH:
+        return None
+    t = btf.get(type_id)
+    if t.kind in _ECLI_FOLLOWED:
+        return _ecli_scalar(btf, t.ref, depth + 1)
+    if t.kind == KIND_INT and not t.encoding & 4 and (t.bits, bool(t.encoding & 1)) in \
+            _INT_FORMATS:
+        return _INT_FORMATS[(t.bits, bool(t.encoding & 1))][1:], None
+    if t.kind == KIND_PTR:
+        return "Q", None
+    if t.kind == KIND_ENUM and t.size in (1, 2, 4):
+        names: dict[int, str] = {}
+        for name, value in t.enumerators:
+            names.setdefault(value, f"{name}({value})")
+        return {1: "b", 2: "h", 4: "i"}[t.size], \
+            lambda value: names.get(value) or f"<UNKNOWN_VARIANT>({value})"
+    if t.kind == KIND_FLOAT and t.size in (4, 8):
+        return ("f" if t.size == 4 else "d"), \
+            lambda value: value if math.isfinite(value) else None
+    if t.kind == KIND_ARRAY and btf.get(t.elem).name == "char":
+        length = t.nelems * ecli_size(btf, t.elem, depth + 1)
+        return f"{length}s", \
+            lambda raw: raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return None
+
+
+def _ecli_unpacker(btf: Btf, t: BtfType, fields: list, depth: int):
+    """For a struct whose members lie one after another: one ``unpack_from``
+    for every scalar member, the decoders for the rest. Decodes exactly what
+    the member-by-member decoder does, in one call instead of one each."""
+    fmt = "<"
+    pos = 0
+    plan = []  # (name, index in the unpacked tuple or -1, post or inner, start, end)
+    index = 0
+    for (name, start, end, inner), member in zip(fields, t.members):
+        if start < pos:
+            return None  # overlapping members: decode one by one
+        scalar = _ecli_scalar(btf, member.type_id, depth + 1)
+        if scalar is None:
+            plan.append((name, -1, inner, start, end))
+            continue
+        code, post = scalar
+        fmt += "x" * (start - pos) + code
+        pos = end
+        plan.append((name, index, post, start, end))
+        index += 1
+    if index < 2:
+        return None
+    unpack = struct.Struct(fmt).unpack_from
+
+    def build(head: dict) -> Decode:
+        def composite(data: bytes) -> dict:
+            values = unpack(data)
+            out = head.copy()
+            for name, i, fn, start, end in plan:
+                if i < 0:
+                    out[name] = fn(data[start:end])
+                elif fn is None:
+                    out[name] = values[i]
+                else:
+                    out[name] = fn(values[i])
+            return out
+        return composite
+    return build

@@ -31,6 +31,7 @@ from ..bpfobject import (
 )
 from ..errors import PackageError
 from ..package import MAX_INTERVAL_MS, Package
+from .format import Render, json_writer, object_writer, text_writer
 
 RINGBUF, PERF_EVENT_ARRAY = 27, 4
 # Maps whose keys ecli's sampler can walk and whose values are one copy.
@@ -46,6 +47,8 @@ class Field:
     start: int
     end: int
     decode: Decode
+    json: Render   # its decoded value as JSON text
+    text: Render   # as ecli's plain text
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Export:
     clear_map: bool = False
     max_entries: int = 0
     slots: Field | None = None      # log2_hist: the value's u32 slots
+    record: Decode | None = None    # a ring buffer's or perf array's whole record, at once
 
 
 def describe(package: Package, json_output: bool) -> Export:
@@ -110,7 +114,8 @@ def _describe(package: Package, json_output: bool) -> Export:
     btf = package.btf
     if kind != "sample map":
         fields, size = _event_fields(btf, exports[0])
-        return Export(kind=kind, map=name, fields=fields, size=size)
+        return Export(kind=kind, map=name, fields=fields, size=size,
+                      record=ecli_decoder(btf, exports[0]["type_id"]))
     mapdef = defs[name]
     sample = entry["sample"]
     stype = sample.get("type", "default_kv")
@@ -210,4 +215,11 @@ def _field(btf: Btf, name: str, type_id: int, offset: int, within: int | None = 
     end = offset + ecli_size(btf, type_id)
     if within is not None and end > within:
         raise PackageError(f"member {name!r} runs past the end of its struct ({within} bytes)")
-    return Field(name, offset, end, ecli_decoder(btf, type_id))
+    return Field(name, offset, end, ecli_decoder(btf, type_id), json_writer(btf, type_id),
+                 text_writer(btf, type_id))
+
+
+def record_writer(fields: tuple[Field, ...]) -> Render:
+    """A record's members as one JSON object, as ecli builds it (the last
+    member of a name wins, members sorted)."""
+    return object_writer([(f.name, f.json) for f in fields])

@@ -23,7 +23,7 @@ from ..loader.buffers import BPF_MAP_TYPE_RINGBUF, PERF_BUFFER_PAGES, open_reade
 from ..loader.probe import TRACEPOINT_SECTIONS, LoadedProbe
 from ..render.text import log2_hist
 from . import format as fmt
-from .exports import Export
+from .exports import Export, record_writer
 
 Write = Callable[[str], None]
 
@@ -106,7 +106,9 @@ class BufferTracer:
             BPF_MAP_TYPE_RINGBUF else 0
         fields = export.fields
         self._names = [f.name for f in fields]
-        self._spans = [(f.start, f.end, f.decode) for f in fields]
+        self._texts = [f.text for f in fields]
+        self._decode = export.record
+        self._record = record_writer(fields)
         _, self._offsets = fmt.header(self._names, "TIME     ")
         self._reader = open_reader(probe.map_fd(export.map), self.map_type, self._sample,
                                    perf_pages=perf_pages, ring_capacity=self.capacity)
@@ -120,24 +122,23 @@ class BufferTracer:
         if len(data) < self.export.size:
             self.short += 1
             return
+        record = self._decode(data)  # the export struct, members by name
         if self.json_output:
-            record = {name: decode(data[a:b])
-                      for name, (a, b, decode) in zip(self._names, self._spans)}
-            self._lines.append(fmt.dumps(record))
+            self._lines.append(self._record(record))
             return
-        line = f"{self._clock.now():<8} "
-        width = len(line)
-        for (a, b, decode), offset in zip(self._spans, self._offsets):
+        parts = [self._clock.now().ljust(8), " "]
+        width = 9
+        for name, text, offset in zip(self._names, self._texts, self._offsets):
             if offset > width:
-                line += " " * (offset - width)
+                parts.append(" " * (offset - width))
                 width = offset
             else:
-                line += " "
+                parts.append(" ")
                 width += 1
-            piece = fmt.text(decode(data[a:b]))
-            line += piece
+            piece = text(record[name])
+            parts.append(piece)
             width += len(piece) if piece.isascii() else len(piece.encode())
-        self._lines.append(line)
+        self._lines.append("".join(parts))
 
     @property
     def lost(self) -> int:
@@ -174,8 +175,10 @@ class SampleTracer:
         self._clock = _Clock()
         self.read = 0
         self._map = _MapShape(export.map, export.key_size, export.size)
-        self._keys = [(f.name, f.start, f.end, f.decode) for f in export.key_fields]
-        self._values = [(f.name, f.start, f.end, f.decode) for f in export.fields]
+        self._keys = [(f.name, f.start, f.end, f.decode, f.text) for f in export.key_fields]
+        self._values = [(f.name, f.start, f.end, f.decode, f.text) for f in export.fields]
+        self._key_json = record_writer(export.key_fields)
+        self._value_json = record_writer(export.fields)
 
     def header(self) -> str | None:
         if self.json_output or self.export.sample_type != "default_kv":
@@ -195,18 +198,19 @@ class SampleTracer:
     def _render(self, key: bytes, value: bytes) -> str:
         if self.export.sample_type == "log2_hist" and not self.json_output:
             return self._log2(key, value)
-        key_obj = {name: decode(key[a:b]) for name, a, b, decode in self._keys}
-        value_obj = {name: decode(value[a:b]) for name, a, b, decode in self._values}
+        key_text = self._key_json({name: decode(key[a:b]) for name, a, b, decode, _ in self._keys})
+        value_text = self._value_json({name: decode(value[a:b])
+                                       for name, a, b, decode, _ in self._values})
         if self.json_output:
-            return fmt.dumps({"key": key_obj, "value": value_obj}) + "\n"
-        return f"{self._clock.now():<8} {fmt.dumps(key_obj)} {fmt.dumps(value_obj)}\n"
+            return f'{{"key":{key_text},"value":{value_text}}}\n'
+        return f"{self._clock.now():<8} {key_text} {value_text}\n"
 
     def _log2(self, key: bytes, value: bytes) -> str:
-        head = "key = " + "".join(" " + fmt.text(decode(key[a:b]))
-                                  for _, a, b, decode in self._keys) + "\n"
-        for name, a, b, decode in self._values:
+        head = "key = " + "".join(" " + text(decode(key[a:b]))
+                                  for _, a, b, decode, text in self._keys) + "\n"
+        for name, a, b, decode, text in self._values:
             if name != "slots":
-                head += f"{name} = {fmt.text(decode(value[a:b]))}\n"
+                head += f"{name} = {text(decode(value[a:b]))}\n"
         slots = self.export.slots
         assert slots is not None
         raw = value[slots.start:slots.end]

@@ -33,6 +33,11 @@ BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
 BPF_MAP_TYPE_RINGBUF = 27
 # Pages of each CPU's perf buffer, as eunomia's runtimes use.
 PERF_BUFFER_PAGES = 64
+# Records one poll of a ring buffer takes at most: libbpf's ring_buffer__poll
+# consumes for as long as records keep coming, and a producer faster than
+# the reader would keep it (and the queue of copies) growing without end.
+RING_BATCH = 4096
+_BATCH_FULL = -errno_mod.E2BIG  # what the callback returns to end a poll early
 
 OnSample = Callable[[bytes], None]
 
@@ -115,7 +120,8 @@ class RingBufferReader(_Reader):
             if backlog > self.peak_backlog:
                 self.peak_backlog = backlog
         self._pending.append(ctypes.string_at(data, size))
-        return 0
+        # A negative return ends libbpf's loop with this record consumed.
+        return _BATCH_FULL if len(self._pending) >= RING_BATCH else 0
 
     def _unmap(self) -> None:
         positions, self._positions = self._positions, None
@@ -127,7 +133,8 @@ class RingBufferReader(_Reader):
         self._unmap()
 
     def _poll_raw(self, timeout_ms: int) -> int:
-        return self._lib.ring_buffer__poll(self._handle, timeout_ms)
+        rc = self._lib.ring_buffer__poll(self._handle, timeout_ms)
+        return len(self._pending) if rc == _BATCH_FULL else rc
 
     def _free(self, handle: int) -> None:
         self._lib.ring_buffer__free(handle)

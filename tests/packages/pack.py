@@ -26,37 +26,39 @@ DESCRIBED = re.compile(r"///\s*([^@\n].*?)\s*\n\s*(?:const\s+volatile\s+)?[\w ]+
                        r"(?:\[\w+\])?\s*=")
 
 
-def export_struct(name: str) -> str | None:
+def export_struct(name: str, directory: Path = HERE) -> str | None:
     """The header's last struct: the record the package exports."""
-    header = HERE / f"{name}.h"
+    header = directory / f"{name}.h"
     if not header.exists():
         return None
     structs = re.findall(r"^struct\s+(\w+)\s*\{", header.read_text(), re.M)
     return structs[-1] if structs else None
 
 
-def compile_object(name: str, workdir: Path, defines: tuple[str, ...] = ()) -> bytes:
+def compile_object(name: str, workdir: Path, defines: tuple[str, ...] = (),
+                   directory: Path = HERE) -> bytes:
     """As ecc compiles: with a dummy global pointer to the export struct, so
     that its BTF is in the object even when only local variables use it."""
     out = workdir / f"{name}.bpf.o"
     wrapper = workdir / f"{name}.eunomia.c"
     text = f'#include "{name}.bpf.c"\n'
-    export = export_struct(name)
+    export = export_struct(name, directory)
     if export:
         text += f"struct {export} *__eunomia_dummy_{export}_ptr __attribute__((unused));\n"
     wrapper.write_text(text)
     include = f"/usr/include/{platform.machine()}-linux-gnu"
     subprocess.run([build._tool("clang"), "-g", "-O2", "-target", "bpf", "-mcpu=v3",
-                    f"-fdebug-prefix-map={HERE}=tests/packages",
-                    f"-fdebug-prefix-map={workdir}=tests/packages", f"-I{include}", f"-I{HERE}",
+                    f"-fdebug-prefix-map={directory}={directory.name}",
+                    f"-fdebug-prefix-map={workdir}={directory.name}", f"-I{include}",
+                    f"-I{directory}",
                     *(f"-D{d}" for d in defines),
-                    "-c", str(wrapper), "-o", str(out)], cwd=HERE, check=True)
+                    "-c", str(wrapper), "-o", str(out)], cwd=directory, check=True)
     subprocess.run([build._tool("llvm-strip"), "-g", str(out)], check=True)
     return out.read_bytes()
 
 
-def describe(name: str, obj: bytes) -> dict:
-    source = (HERE / f"{name}.bpf.c").read_text()
+def describe(name: str, obj: bytes, directory: Path = HERE) -> dict:
+    source = (directory / f"{name}.bpf.c").read_text()
     bpf = BpfObject(obj)
     obj_name = f"{name}_bpf"
     samples = {m.group(2): json.loads(m.group(1)) for m in SAMPLE.finditer(source)}
@@ -83,7 +85,7 @@ def describe(name: str, obj: bytes) -> dict:
         sections.append({"name": section, "variables": described})
     progs = [{"name": p.name, "attach": p.section, "link": True} for p in bpf.programs()]
     exports = []
-    export = export_struct(name)
+    export = export_struct(name, directory)
     if export:
         found = bpf.btf.find(KIND_STRUCT, export)
         if found is not None:
@@ -99,11 +101,12 @@ def describe(name: str, obj: bytes) -> dict:
 
 
 def pack(name: str, out: Path, defines: tuple[str, ...] = (), as_name: str | None = None,
-         meta: dict | None = None) -> Path:
+         meta: dict | None = None, directory: Path = HERE) -> Path:
     """``out``/NAME.json (or AS_NAME.json), built from NAME.bpf.c (and NAME.h)
-    with ``-D`` ``defines``; ``meta`` adds top-level metadata keys."""
+    in ``directory`` with ``-D`` ``defines``; ``meta`` adds top-level
+    metadata keys."""
     with tempfile.TemporaryDirectory(prefix="tcprtt-test-pack-") as tmp:
-        doc = describe(name, compile_object(name, Path(tmp), defines))
+        doc = describe(name, compile_object(name, Path(tmp), defines, directory), directory)
     doc["meta"].update(meta or {})
     text = build.dumps(doc)
     parse(json.loads(text), f"{name}.json", any_output=True)

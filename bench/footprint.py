@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     heavy = sorted({m for r in results for m in r[2]})
     ok = hwm <= TARGET_KB
     print(f"tcprtt {' '.join(args.flags)}".rstrip())
-    print(f"  peak RSS start to tracing (VmHWM): {hwm / 1024:.1f} MB "
-          f"(target <= {TARGET_KB // 1024}): {'met' if ok else 'NOT met'}")
+    low, high = min(r[0] for r in results), max(r[0] for r in results)
+    print(f"  peak RSS start to tracing (VmHWM): {hwm / 1024:.1f} MB, median of {len(results)} "
+          f"({low / 1024:.1f} to {high / 1024:.1f}) (target <= {TARGET_KB // 1024}): "
+          f"{'met' if ok else 'NOT met'}")
     print(f"  RSS at the banner: {rss / 1024:.1f} MB")
     print(f"  heavy modules imported: {', '.join(heavy) or 'none'}")
     return 0 if ok else 1

@@ -9,8 +9,8 @@ zero); the probe never stores the all-zero key. An IPv6 filter is two
 
 from __future__ import annotations
 
+import _socket as socket  # socket.py's enums and selectors would be 0.6 MB of every run
 import ipaddress
-import socket
 from collections.abc import Iterable
 from operator import itemgetter
 from typing import TYPE_CHECKING

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-VERSION = "0.1.0"  # pyproject.toml reads it from here; runner.cli.main's is the same
+VERSION = "0.1.0"  # pyproject.toml reads it from here; --version prints it
 
 _MOVED = {
     "runner.cli.main": ("main", "COMMANDS", "SUBCOMMANDS", "OutputError"),

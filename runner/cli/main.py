@@ -18,9 +18,9 @@ import sys
 from typing import TextIO
 
 from ..errors import TcprttError, UsageError
+from ..run import VERSION  # noqa: F401 (where pyproject.toml reads it; run.py imports nothing)
 from ..session import INTERRUPTED, Interrupted, Signals, use_signals
 
-VERSION = "0.1.0"  # runner/run.py's VERSION, which pyproject.toml reads, is this one
 COMMANDS = """commands:
   tcprtt [flags]                   trace TCP RTT (the flags above)
   tcprtt run PACKAGE.json [...]    run any eunomia package of log2_hist maps

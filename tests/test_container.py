@@ -33,13 +33,12 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 import tomllib
 import yaml
 
 from .conftest import REPO, _ci
 from .test_prometheus import keep_traffic
-from .test_webconfig import PASSWORD, make_pki, start_prometheus, tls_and_auth
+from .test_webconfig import PASSWORD, openssl, start_prometheus, tls_and_auth
 from .traffic import free_port
 
 RUNC = "/usr/sbin/runc"
@@ -50,6 +49,26 @@ BASE = "localhost/tcprtt-test-base:latest"
 # The image's Python (Debian 12's), for the wheels the host downloads.
 PYTHON = "3.11"
 CAP_BPF, CAP_PERFMON = 39, 38
+SERVER_NAME = "tcprtt-exporter"
+
+
+def https_get(port: int, ca: Path, password: str) -> int:
+    """The status of GET /metrics on 127.0.0.1:port, the server certificate
+    checked for SERVER_NAME against ``ca``, as Prometheus' server_name does."""
+    import base64
+    import http.client
+    import socket
+    import ssl
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection(SERVER_NAME, port, context=context, timeout=10)
+    conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                    server_hostname=SERVER_NAME)
+    token = base64.b64encode(f"prometheus:{password}".encode()).decode()
+    try:
+        conn.request("GET", "/metrics", headers={"Authorization": f"Basic {token}"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 def _need(tool: str) -> str:
@@ -151,7 +170,12 @@ def test_the_image_runs_as_the_daemonset_runs_it_and_prometheus_scrapes_it(
     tarball = base_tarball(tmp_path_factory)
     secret = tmp_path / "secret"  # what the Secret's volume holds
     secret.mkdir()
-    pki = make_pki(secret)
+    # One self-signed certificate for every node, as docs/fleet.md makes it:
+    # Prometheus asks for its name, whatever the node's address.
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "2", "-subj", f"/CN={SERVER_NAME}",
+            "-addext", f"subjectAltName=DNS:{SERVER_NAME}",
+            "-keyout", "server.key", "-out", "server.crt", cwd=secret)
     # Relative paths: beside web.yml, wherever the Secret is mounted.
     (secret / "web.yml").write_text(
         tls_and_auth({"server.crt": "server.crt", "server.key": "server.key"}))
@@ -205,26 +229,23 @@ def test_the_image_runs_as_the_daemonset_runs_it_and_prometheus_scrapes_it(
         assert "ro" in root_mount[5].split(","), root_mount
 
         target = f"127.0.0.1:{port}"
-        url = f"https://{target}/metrics"
         deadline = time.monotonic() + 60
         while True:
             try:
-                resp = requests.get(url, auth=("prometheus", PASSWORD),
-                                    verify=str(pki["ca.crt"]), timeout=5)
-                if resp.status_code == 200:
+                if https_get(port, secret / "server.crt", PASSWORD) == 200:
                     break
-            except requests.exceptions.ConnectionError:
+            except OSError:
                 pass
             state = podman.run("inspect", "--format", "{{.State.Running}}", name).stdout
             if state.strip() != "true" or time.monotonic() > deadline:
                 logs = podman.run("logs", name, check=False)
                 raise AssertionError(f"the container does not serve: {logs.stderr[-3000:]}")
             time.sleep(0.5)
-        assert requests.get(url, auth=("prometheus", "wrong"), verify=str(pki["ca.crt"]),
-                            timeout=10).status_code == 401
+        assert https_get(port, secret / "server.crt", "wrong") == 401
 
         jobs = (f"  - job_name: tcprtt\n    scheme: https\n"
-                f"    tls_config:\n      ca_file: {pki['ca.crt']}\n"
+                f"    tls_config:\n      ca_file: {secret / 'server.crt'}\n"
+                f"      server_name: {SERVER_NAME}\n"
                 f"    basic_auth:\n      username: prometheus\n      password: '{PASSWORD}'\n"
                 f"    static_configs:\n      - targets: ['{target}']\n")
         prom_dir = tmp_path / "prometheus"

@@ -391,3 +391,20 @@ def test_the_health_path_answers_without_credentials_and_without_metrics(tmp_pat
             resp = requests.get(served.url.replace("/metrics", other),
                                 verify=str(pki["ca.crt"]), timeout=10)
             assert resp.status_code == 401, other
+
+
+def test_the_example_in_the_docs_is_a_file_tcprtt_takes(tmp_path, pki):
+    import base64
+    import re
+    import shutil
+
+    from runner.webconfig import load
+    text = (REPO / "docs" / "fleet.md").read_text()
+    section = text[text.index("## Protecting the endpoint"):]
+    example = re.search(r"```yaml\n(.*?)```", section, flags=re.S).group(1)
+    assert "basic_auth_users:" in example and "tls_server_config:" in example
+    for name in ("server.crt", "server.key"):
+        shutil.copy(pki[name], tmp_path / name)
+    config = load(str(write_config(tmp_path, example)))
+    assert config.tls is not None and config.headers
+    assert config.auth.check("Basic " + base64.b64encode(b"prometheus:example only").decode())

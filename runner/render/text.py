@@ -80,14 +80,6 @@ def log2_hist(slots: tuple[int, ...] | list[int], unit: str) -> str:
     return "".join(parts)
 
 
-def tcprtt_section(label: str, address: str | None, average: int | None, slots, unit: str) -> str:
-    """One key's histogram under bcc's tcprtt heading."""
-    head = f"{label} = {address if address is not None else '******'} "
-    if average is not None:
-        head += f"[AVG {average}]"
-    return head + "\n" + log2_hist(slots, unit)
-
-
 def interval(view) -> str:
     """One interval of tcprtt's output (a ``render.interval.View``); each
     distinct histogram's table is made once."""

@@ -392,7 +392,7 @@ def test_fixture_runs_with_ecli_log2_layout(root):
 
 @pytest.mark.parametrize("name,reason", [
     ("xdp_pass", "is an XDP program and the package names no interface"),
-    ("tc_pass", "is a tc program"),
+    ("tc_pass", "is a tc program and the package names no interface"),
     ("uprobe_nobin", "is a uprobe whose section names no binary"),
 ])
 def test_programs_the_runner_cannot_attach_cleanly_are_refused_first(root, packages, name,
@@ -431,6 +431,46 @@ def test_xdp_with_an_interface_attaches_by_link_and_leaves_nothing(root, package
             assert time.monotonic() < deadline, "XDP stayed attached after SIGKILL"
             time.sleep(0.1)
         assert not left_loaded(before)
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
+
+
+def _tc(netns: str, *args: str) -> str:
+    return subprocess.run(["tc", "-n", netns, *args], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_tc_filter_is_removed_however_the_runner_ends(root, packages, tmp_path, sig):
+    doc = json.loads(packages["tc_pass"].read_text())
+    doc["meta"]["bpf_skel"]["progs"][0]["tchook"] = {"ifindex": 1,
+                                                     "attach_point": "BPF_TC_INGRESS"}
+    path = tmp_path / "tc_lo.json"
+    path.write_text(json.dumps(doc))
+    netns = f"tcprtt-tc-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    before = loaded()
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        runner = Runner(str(path), netns=netns)
+        try:
+            deadline = time.monotonic() + 30
+            while "tc_pass_all" not in _tc(netns, "filter", "show", "dev", "lo", "ingress"):
+                assert runner.proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            assert "clsact" in _tc(netns, "qdisc", "show", "dev", "lo")
+            code, err = runner.stop(sig)
+        finally:
+            runner.kill()
+        assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), err
+        deadline = time.monotonic() + 10
+        while "tc_pass_all" in _tc(netns, "filter", "show", "dev", "lo", "ingress") or \
+                "clsact" in _tc(netns, "qdisc", "show", "dev", "lo"):
+            assert time.monotonic() < deadline, "the tc filter stayed after the runner ended"
+            time.sleep(0.1)
+        assert not left_loaded(before)
+        guards = subprocess.run(["pgrep", "-f", "runner.events.tc"], capture_output=True,
+                                text=True).stdout.split()
+        assert not guards, "the guard did not exit"
     finally:
         subprocess.run(["ip", "netns", "delete", netns], check=False)
 

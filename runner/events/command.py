@@ -117,11 +117,11 @@ def run(argv: list[str], out: TextIO, err: TextIO) -> int:
     given = {dests[d].name: v for d, v in vars(ns).items() if d in dests and v is not None}
     images = settings.images(package.bpf, flags, given)
     export = exports.describe(package, json_output)
-    xdp = {name: ifindex for name, ifindex in attach.plan(package).items() if ifindex}
+    targets = {name: target for name, target in attach.plan(package).items() if target}
     perf_pages = _perf_pages(package.source, package.doc["meta"])
     require_capabilities()
     write = writer(out)
-    probe = tracers.PackageProbe(package, images, xdp)
+    probe = tracers.PackageProbe(package, images, targets)
     tracer = None
     try:
         probe.attach()

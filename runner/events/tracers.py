@@ -23,6 +23,7 @@ from ..loader.buffers import BPF_MAP_TYPE_RINGBUF, PERF_BUFFER_PAGES, open_reade
 from ..loader.probe import TRACEPOINT_SECTIONS, LoadedProbe
 from ..render.text import log2_hist
 from . import format as fmt
+from . import tc
 from .exports import Export, record_writer
 
 Write = Callable[[str], None]
@@ -30,11 +31,14 @@ Write = Callable[[str], None]
 
 class PackageProbe(LoadedProbe):
     """A LoadedProbe that starts ``.rodata`` and ``.bss`` from the given
-    images (ecli's settings) and attaches XDP programs through a link."""
+    images (ecli's settings), attaches XDP programs through a link and tc
+    programs as guarded filters (``targets``: program name -> interface
+    index or tc Target)."""
 
-    def __init__(self, package, images: dict[str, bytes], xdp: dict[str, int | None]):
+    def __init__(self, package, images: dict[str, bytes], targets: dict):
         self._images = images
-        self._xdp = xdp
+        self._targets = targets
+        self._filters: list[tc.Attached] = []
         super().__init__(package)
 
     def _collect_maps(self) -> dict[str, int]:
@@ -62,15 +66,25 @@ class PackageProbe(LoadedProbe):
                     raise KernelError(f"cannot attach {name} to {section}: {exc}",
                                       exc.errno) from None
             libbpf.recent_messages()
-            ifindex = self._xdp.get(name)
+            target = self._targets.get(name)
+            if isinstance(target, tc.Target):
+                self._filters.append(tc.Attached(name, self._lib.bpf_program__fd(handle),
+                                                 target))
+                continue
             try:
-                if ifindex is not None:
-                    link = self._lib.bpf_program__attach_xdp(handle, ifindex)
+                if target is not None:
+                    link = self._lib.bpf_program__attach_xdp(handle, target)
                 else:
                     link = self._lib.bpf_program__attach(handle)
             except libbpf.LibbpfError as exc:
                 raise self._error(f"cannot attach {name} to {section}", exc) from None
             self._links.append(link)
+
+    def detach(self) -> None:
+        filters, self._filters = getattr(self, "_filters", []), []
+        for attached in reversed(filters):
+            attached.close()
+        super().detach()
 
     def map_type(self, name: str) -> int:
         return self._lib.bpf_map__type(self._maps[name])

@@ -164,8 +164,15 @@ def status_of(pid: int) -> dict[str, str]:
     return fields
 
 
+@pytest.fixture
+def tools():
+    """podman, runc and mmdebstrap, or the test skips (fails under CI) first."""
+    for tool in ("podman", RUNC, "mmdebstrap"):
+        _need(tool)
+
+
 def test_the_image_runs_as_the_daemonset_runs_it_and_prometheus_scrapes_it(
-        root, tmp_path, tmp_path_factory):
+        tools, root, tmp_path, tmp_path_factory):
     podman = Podman(tmp_path / "podman")
     tarball = base_tarball(tmp_path_factory)
     secret = tmp_path / "secret"  # what the Secret's volume holds

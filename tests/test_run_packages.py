@@ -24,13 +24,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.bpfobject import Btf, ecli_decoder
+from runner.errors import UsageError
 from runner.events import format as fmt
+from runner.events import settings as flags_mod
 
 from .conftest import REPO, ours, runner_cmd, runner_env, runqlat
 from .packages.pack import pack
 
 OUR_PROGRAMS = ("handle_exec", "handle_openat", "count_exec", "handle_connect",
-                "xdp_pass_all", "tc_pass_all", "uprobe_malloc")
+                "xdp_pass_all", "tc_pass_all", "uprobe_malloc", "bitfield_exec")
 EXEC_HEADER = ("TIME     PID    OLD_PID COMM   FILENAME KIND   OWNER  TAG    FLAG   NEG    "
                "MARKER SEQ    ONE_AND_A_HALF ")
 TIME = re.compile(r"\d\d:\d\d:\d\d ")
@@ -43,6 +45,7 @@ def packages(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("packages")
     built = {name: pack(name, out) for name in ("exec_ring", "open_perf", "silent", "connect_kv",
                                                  "xdp_pass", "tc_pass", "uprobe_nobin")}
+    built["bitfield_ring"] = pack("bitfield_ring", out)
     built["small_ring"] = pack("exec_ring", out, ("RING_SIZE=4096",), "small_ring")
     built["small_perf"] = pack("open_perf", out, (), "small_perf", {"perf_buffer_pages": 1})
     return built
@@ -394,8 +397,9 @@ def test_fixture_runs_with_ecli_log2_layout(root):
     ("xdp_pass", "is an XDP program and the package names no interface"),
     ("tc_pass", "is a tc program and the package names no interface"),
     ("uprobe_nobin", "is a uprobe whose section names no binary"),
+    ("bitfield_ring", "member 'low' of 'flags_event' is a bitfield, which ecli does not decode"),
 ])
-def test_programs_the_runner_cannot_attach_cleanly_are_refused_first(root, packages, name,
+def test_what_the_runner_cannot_run_cleanly_is_refused_before_loading(root, packages, name,
                                                                        reason):
     before = loaded()
     proc = subprocess.run(runner_cmd("run", str(packages[name]), "-d", "1"), cwd=REPO,
@@ -683,3 +687,28 @@ def test_floats_are_written_as_serde_json_writes_them(value):
     text = fmt.ryu(value)
     assert float(text) == value
     assert "+" not in text and ("e" in text or "." in text)
+
+
+def _rust_int(text: str, low: int, high: int) -> int | None:
+    """What Rust's ``str::parse`` makes of ``text`` for an integer type."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if text[:1] == "-" and low == 0:
+        return None  # unsigned types take no minus, not even on zero
+    if not digits or not all(c in "0123456789" for c in digits):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet="0123456789+-_ x.e\u0661", max_size=24),
+       ctype=st.sampled_from(sorted(flags_mod.INTEGER_TYPES)))
+def test_integer_settings_are_parsed_as_ecli_parses_them(text, ctype):
+    flag = flags_mod.Flag(section=".rodata", name="v", type=ctype, option="--v", short=None,
+                          help="", default=None, offset=0, size=8, type_id=0)
+    expected = _rust_int(text, *flags_mod.INTEGER_TYPES[ctype])
+    try:
+        got = flags_mod.parse_value(flag, text)
+    except UsageError:
+        got = None
+    assert got == expected

@@ -124,6 +124,8 @@ def run(argv: list[str], out: TextIO, err: TextIO) -> int:
     probe = tracers.PackageProbe(package, images, targets)
     tracer = None
     try:
+        if ns.verbose:
+            _libbpf_messages(err)  # what libbpf said opening and loading the object
         probe.attach()
         if ns.verbose:
             _libbpf_messages(err)

@@ -133,7 +133,7 @@ def parse_value(flag: Flag, raw: str) -> object:
         if not RUST_INTEGER.fullmatch(raw):
             raise UsageError(f"{where}: {raw!r} is not an integer")
         value = int(raw)
-        if not low <= value <= high:
+        if not low <= value <= high or (low == 0 and raw.startswith("-")):  # Rust: no "-0"
             raise UsageError(f"{where}: {raw} does not fit in {flag.type}")
         return value
     if flag.type in FLOAT_TYPES:

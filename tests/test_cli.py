@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -441,3 +442,23 @@ def test_a_plain_trace_imports_no_registry_exporter_packer_or_wasm_runtime(root)
     from .traffic import free_port
     _, _, with_exporter = measure(["-d", "1", "--prometheus", f"127.0.0.1:{free_port()}"])
     assert "runner.exporter" in with_exporter
+
+
+def test_the_old_command_module_imports_nothing_until_a_name_is_used():
+    """runner.run stays for those who import from it (pyproject.toml reads
+    its VERSION); each name there is the one of the module that now has it."""
+    code = ("import sys, runner.run as r\n"
+            "assert 'runner.cli.main' not in sys.modules and 'runner.session' not in sys.modules\n"
+            "from runner.cli.main import main\n"
+            "from runner.render.interval import render_interval\n"
+            "from runner.session import Signals, trace_loop\n"
+            "assert (r.main, r.render_interval, r.Signals, r.trace_loop) == "
+            "(main, render_interval, Signals, trace_loop)\n"
+            "assert all(getattr(r, name) is not None for name in r.__all__)\n"
+            "print(r.VERSION)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=runner_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    version = subprocess.run(runner_cmd("--version"), cwd=REPO, env=runner_env(),
+                             capture_output=True, text=True, timeout=60)
+    assert version.stdout == f"tcprtt {proc.stdout.strip()}\n"

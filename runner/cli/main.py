@@ -23,7 +23,7 @@ from ..session import INTERRUPTED, Interrupted, Signals, use_signals
 
 COMMANDS = """commands:
   tcprtt [flags]                   trace TCP RTT (the flags above)
-  tcprtt run PACKAGE.json [...]    run any eunomia package of log2_hist maps
+  tcprtt run PACKAGE.json [...]    run any eunomia package as ecli runs it
   tcprtt run MODULE.wasm [...]     run a wasm-bpf module
   tcprtt push REFERENCE            publish the built packages to an OCI registry
   tcprtt pull REFERENCE            fetch tcprtt from an OCI registry into the cache

@@ -657,6 +657,10 @@ def test_decoder_agrees_with_a_model_of_ecli(spec, seed):
     value = ecli_decoder(btf, type_id)(data)
     assert value == _model(spec, data)
     assert json.loads(fmt.dumps(value)) == json.loads(json.dumps(value))
+    # The writers compiled per type write what the generic serializer does.
+    assert fmt.json_writer(btf, type_id)(value) == fmt.dumps(value)
+    text = fmt.text_writer(btf, type_id)(value)
+    assert text == (value if isinstance(value, str) else fmt.dumps(value))
 
 
 @settings(max_examples=300, deadline=None)

@@ -106,20 +106,6 @@ def _pieces(value: object):
         yield _ENCODE(value)
 
 
-def text(value: object) -> str:
-    """One value in ecli's plain text: a string as it is, a number as JSON
-    writes it, anything else (true, null, lists, objects) as compact JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or value is None:
-        return _ENCODE(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return ryu(value)
-    return dumps(value)
-
-
 def header(names: list[str], start: str) -> tuple[str, list[int]]:
     """ecli's header line after ``start``: each name in ASCII capitals,
     padded to six characters, then a space; and where each column starts

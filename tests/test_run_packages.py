@@ -716,3 +716,31 @@ def test_integer_settings_are_parsed_as_ecli_parses_them(text, ctype):
     except UsageError:
         got = None
     assert got == expected
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(type_id=st.integers(-5, 80), name=st.sampled_from(["exec_event", "ids", "", "x"]),
+       members=st.lists(st.fixed_dictionaries({"name": st.sampled_from(
+           ["pid", "comm", "owner", "kind", "tag", "", "zz"]), "type": st.just("int")}),
+           max_size=14),
+       map_type=st.sampled_from(["sample", "plain"]), json_output=st.booleans())
+def test_export_metadata_is_checked_not_trusted(packages, type_id, name, members, map_type,
+                                                 json_output):
+    """Whatever export_types and map metadata say, opening the package
+    either describes what to read or refuses it with PackageError."""
+    from runner import package as package_mod
+    from runner.errors import PackageError
+    from runner.events import exports
+    doc = json.loads(packages["exec_ring"].read_text())
+    doc["meta"]["export_types"] = [{"name": name, "size": 112, "type_id": type_id,
+                                    "members": members}]
+    if map_type == "sample":
+        doc["meta"]["bpf_skel"]["maps"][0]["sample"] = {"interval": 100, "type": "default_kv"}
+    try:
+        pkg = package_mod.parse(doc, "fuzzed.json", vet=False, any_output=True)
+        export = exports.describe(pkg, json_output)
+    except PackageError:
+        return
+    assert export.kind == "ring buffer"
+    assert all(f.end <= export.size for f in export.fields)

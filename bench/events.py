@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             package = read_package(str(build(Path(tmp))))
             flags = settings.flags(package.bpf, package.doc["meta"], package.source)
             images = settings.images(package.bpf, flags, {"target_tgid": str(spinner.pid)})
-            export = exports.describe(package, False)
+            export = exports.describe(package, False)[0]
             probe = tracers.PackageProbe(package, images, {})
             try:
                 probe.attach()

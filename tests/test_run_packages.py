@@ -720,7 +720,8 @@ def test_integer_settings_are_parsed_as_ecli_parses_them(text, ctype):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
-@given(type_id=st.integers(-5, 80), name=st.sampled_from(["exec_event", "ids", "", "x"]),
+@given(type_id=st.one_of(st.none(), st.integers(-5, 80)),
+       name=st.sampled_from(["exec_event", "ids", "", "x"]),
        members=st.lists(st.fixed_dictionaries({"name": st.sampled_from(
            ["pid", "comm", "owner", "kind", "tag", "", "zz"]), "type": st.just("int")}),
            max_size=14),
@@ -733,14 +734,61 @@ def test_export_metadata_is_checked_not_trusted(packages, type_id, name, members
     from runner.errors import PackageError
     from runner.events import exports
     doc = json.loads(packages["exec_ring"].read_text())
+    real = doc["meta"]["export_types"][0]
+    if type_id is None:  # the real struct, with members as drawn
+        type_id = real["type_id"]
+        members = members if members else real["members"]
     doc["meta"]["export_types"] = [{"name": name, "size": 112, "type_id": type_id,
                                     "members": members}]
     if map_type == "sample":
         doc["meta"]["bpf_skel"]["maps"][0]["sample"] = {"interval": 100, "type": "default_kv"}
     try:
         pkg = package_mod.parse(doc, "fuzzed.json", vet=False, any_output=True)
-        export = exports.describe(pkg, json_output)
+        described = exports.describe(pkg, json_output)
     except PackageError:
         return
-    assert export.kind == "ring buffer"
-    assert all(f.end <= export.size for f in export.fields)
+    assert [e.kind for e in described] == ["ring buffer"]
+    assert all(f.end <= described[0].size for f in described[0].fields)
+
+
+def test_multiple_export_types_as_ecli_reads_them(root, packages, program, tmp_path):
+    """enable_multiple_export_types: a map's export_config names the record,
+    a BTF type or members at offsets."""
+    from runner.bpfobject import BpfObject
+    from runner.package import decode_object
+    doc = json.loads(packages["exec_ring"].read_text())
+    btf = BpfObject(decode_object(doc["bpf_object"], doc["bpf_object_size"])).btf
+    event_id = doc["meta"]["export_types"][0]["type_id"]
+    members = {m.name: m for m in btf.get(event_id).members}
+    doc["meta"]["enable_multiple_export_types"] = True
+    expected = {}
+    for config in ({"btf_type_id": event_id},
+                   {"custom_members": [
+                       {"name": "who", "offset": members["pid"].offset,
+                        "btf_type_id": members["pid"].type_id},
+                       {"name": "cmd", "offset": members["comm"].offset,
+                        "btf_type_id": members["comm"].type_id}]}):
+        doc["meta"]["bpf_skel"]["maps"][0]["export_config"] = config
+        path = tmp_path / "multiple.json"
+        path.write_text(json.dumps(doc))
+        runner = Runner(str(path), "-j")
+        try:
+            runner.wait_attached()
+            pids: list[int] = []
+            line = runner.wait_for(
+                lambda ln, pids=pids: any(f'"pid":{p},' in ln or f'"who":{p}' in ln
+                                          for p in pids),
+                poke=lambda pids=pids: pids.append(exec_once(program)))
+            code, err = runner.stop()
+        finally:
+            runner.kill()
+        assert code == 0, err
+        record = json.loads(line)
+        if "btf_type_id" in config:
+            record.pop("seq")
+            expected = _expected_exec(program, record["pid"], 0)
+            expected["marker"] = 7
+            assert record == expected
+        else:
+            assert record == {"cmd": "tcprtt-exec-pro", "who": record["who"]}
+            assert record["who"] in pids

@@ -116,56 +116,90 @@ def run(argv: list[str], out: TextIO, err: TextIO) -> int:
                          f"{MIN_INTERVAL} seconds")
     given = {dests[d].name: v for d, v in vars(ns).items() if d in dests and v is not None}
     images = settings.images(package.bpf, flags, given)
-    export = exports.describe(package, json_output)
+    exported = exports.describe(package, json_output)
     targets = {name: target for name, target in attach.plan(package).items() if target}
     perf_pages = _perf_pages(package.source, package.doc["meta"])
+    poll_ms = package.doc["meta"].get("poll_timeout_ms", 100)
+    poll_ms = poll_ms if type(poll_ms) is int and 0 < poll_ms <= 1000 else 100
     require_capabilities()
     write = writer(out)
     probe = tracers.PackageProbe(package, images, targets)
-    tracer = None
+    buffers: list[tracers.BufferTracer] = []
+    samples: list[tracers.SampleTracer] = []
     try:
         if ns.verbose:
             _libbpf_messages(err)  # what libbpf said opening and loading the object
         probe.attach()
         if ns.verbose:
             _libbpf_messages(err)
-        if export.kind == "sample map":
-            tracer = tracers.SampleTracer(probe, export, json_output, write)
-        elif export.kind == "none":
-            tracer = tracers.SilentTracer()
-        else:
-            tracer = tracers.BufferTracer(probe, export, json_output, write, perf_pages)
-        head = tracer.header()
-        if head is not None:
-            write(head + "\n")
-        stop = signals()
-        stop.start_tracing()
+        for export in exported:  # ecli prints each plain-text header as it builds its exporter
+            if export.kind == "sample map":
+                tracer: tracers.SampleTracer | tracers.BufferTracer = \
+                    tracers.SampleTracer(probe, export, json_output, write)
+                samples.append(tracer)
+            else:
+                tracer = tracers.BufferTracer(probe, export, json_output, write, perf_pages)
+                buffers.append(tracer)
+            head = tracer.header()
+            if head is not None:
+                write(head + "\n")
+        signals().start_tracing()
         end = time.monotonic() + ns.duration if ns.duration else None
-        if isinstance(tracer, tracers.SampleTracer):
-            interval = ns.interval or max(export.interval_ms / 1000, MIN_INTERVAL)
-            _sample_loop(tracer, interval, end)
-        elif isinstance(tracer, tracers.BufferTracer):
-            poll_ms = package.doc["meta"].get("poll_timeout_ms", 100)
-            poll_ms = poll_ms if type(poll_ms) is int and 0 < poll_ms <= 1000 else 100
-            _buffer_loop(tracer, poll_ms, end, err)
-        else:
-            while not stop.stopped:
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                stop.wait(3600 if left is None else left)
+        _loop(buffers, samples, ns.interval, poll_ms, end, err)
     finally:
         try:
             probe.detach()
-            if isinstance(tracer, tracers.SampleTracer) and export.clear_map:
-                tracer.clear()
+            for sample in samples:
+                if sample.export.clear_map:
+                    sample.clear()
         finally:
-            if tracer is not None:
-                tracer.close()
+            for t in (*buffers, *samples):
+                t.close()
             probe.close()
-    if isinstance(tracer, tracers.BufferTracer):
-        _report(tracer, err)
+    for buffer in buffers:
+        _report(buffer, err)
     return 0
+
+
+def _loop(buffers: list[tracers.BufferTracer], samples: list[tracers.SampleTracer],
+          interval: float | None, poll_ms: int, end: float | None, err: TextIO) -> None:
+    """Poll every buffer and read every sample map when it is due (ecli
+    reads one as soon as it attaches, then every interval), until a stop
+    signal or ``end``; then detach, drain what the buffers hold and read the
+    sample maps once more."""
+    stop = signals()
+    start = time.monotonic()
+    every = [interval or max(s.export.interval_ms / 1000, MIN_INTERVAL) for s in samples]
+    due = [start] * len(samples)
+    reported = [0] * len(buffers)
+    while not stop.stopped:
+        now = time.monotonic()
+        if end is not None and now >= end - 1e-3:
+            break
+        for i, sample in enumerate(samples):
+            if now >= due[i]:
+                sample.tick()
+                due[i] = max(due[i] + every[i], now)
+        wake = min([*due, *([end] if end is not None else [])], default=None)
+        left = None if wake is None else max(0.0, wake - time.monotonic())
+        if not buffers:
+            stop.wait(3600 if left is None else left)
+            continue
+        timeout = poll_ms if left is None else min(poll_ms, int(left * 1000) + 1)
+        for i, buffer in enumerate(buffers):
+            buffer.poll(max(0, timeout // len(buffers)))
+            if buffer.lost > reported[i]:
+                _say(err, f"{buffer.lost - reported[i]} events lost: the {_kind(buffer)} was "
+                          "full (the reader fell behind)")
+                reported[i] = buffer.lost
+    if buffers or samples:
+        (buffers or samples)[0].probe.detach()
+    for buffer in buffers:
+        for _ in range(64):  # what the kernel had stored before the programs were detached
+            if not buffer.poll(0):
+                break
+    for sample in samples:
+        sample.tick()
 
 
 def _perf_pages(source: str, meta: dict) -> int:
@@ -176,48 +210,6 @@ def _perf_pages(source: str, meta: dict) -> int:
         raise PackageError(f"{source}: perf_buffer_pages {pages!r} is not a power of two "
                            "up to 4096")
     return pages
-
-
-def _sample_loop(tracer: tracers.SampleTracer, interval: float, end: float | None) -> None:
-    """ecli reads a sample map as soon as it attaches, then every interval;
-    the runner also prints once more when stopped."""
-    stop = signals()
-    tick = time.monotonic()
-    while True:
-        tracer.tick()
-        if stop.stopped:
-            return
-        tick += interval
-        wake = min(tick, end) if end is not None else tick
-        if stop.wait(wake - time.monotonic()):
-            tracer.tick()
-            return
-        if end is not None and time.monotonic() >= end - 1e-3:
-            tracer.probe.detach()
-            tracer.tick()
-            return
-
-
-def _buffer_loop(tracer: tracers.BufferTracer, poll_ms: int, end: float | None,
-                 err: TextIO) -> None:
-    stop = signals()
-    reported = 0
-    while not stop.stopped:
-        timeout = poll_ms
-        if end is not None:
-            left = end - time.monotonic()
-            if left <= 0:
-                break
-            timeout = max(0, min(poll_ms, int(left * 1000) + 1))
-        tracer.poll(timeout)
-        if tracer.lost > reported:
-            _say(err, f"{tracer.lost - reported} events lost: the {_kind(tracer)} was full "
-                      "(the reader fell behind)")
-            reported = tracer.lost
-    tracer.probe.detach()
-    for _ in range(64):  # what the kernel had stored before the programs were detached
-        if not tracer.poll(0):
-            break
 
 
 def _kind(tracer: tracers.BufferTracer) -> str:

@@ -121,11 +121,15 @@ class BufferTracer:
         fields = export.fields
         self._names = [f.name for f in fields]
         self._texts = [f.text for f in fields]
-        self._decode = export.record
+        self._decode = export.record or self._by_member
         self._record = record_writer(fields)
         _, self._offsets = fmt.header(self._names, "TIME     ")
         self._reader = open_reader(probe.map_fd(export.map), self.map_type, self._sample,
                                    perf_pages=perf_pages, ring_capacity=self.capacity)
+
+    def _by_member(self, data: bytes) -> dict:
+        """Each member decoded on its own (custom members: no one struct)."""
+        return {f.name: f.decode(data[f.start:f.end]) for f in self.export.fields}
 
     def header(self) -> str | None:
         """The header line ecli prints first, for plain text."""

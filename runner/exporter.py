@@ -67,6 +67,7 @@ ACCEPTS_PER_TURN = 64     # connections accepted before other events are served
 PAUSE_ON_EMFILE = 0.1     # s without accepting when out of descriptors
 EVICT_AFTER = 0.25        # s a connection may send nothing before it can be evicted
 HEALTH_PATH = "/-/healthy"  # answered by the event loop itself, without authentication
+RELOAD_EVERY = 1.0        # s between looks at the web configuration's files
 
 SERVER = f"{BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}"
 
@@ -236,6 +237,7 @@ class Exporter:
         self._auth_queue: queue.SimpleQueue = queue.SimpleQueue()
         self._authed: deque = deque()    # (conn, head, verdict) from the auth thread
         self._auth_thread: threading.Thread | None = None
+        self._reload_at = time.monotonic() + RELOAD_EVERY
         self.request_timeout = request_timeout
         self.response_timeout = response_timeout
         self.max_connections = _connection_bound(max_connections)
@@ -343,7 +345,31 @@ class Exporter:
         except OSError:
             pass
 
+    def _reload(self) -> None:
+        """The web configuration again, if its files changed: new connections
+        get it; one that tcprtt refuses leaves the one in use, with one line
+        on stderr."""
+        now = time.monotonic()
+        if self.web_config is None or now < self._reload_at:
+            return
+        self._reload_at = now + RELOAD_EVERY
+        if not self.web_config.changed():
+            return
+        from .webconfig import load
+        try:
+            fresh = load(self.web_config.path)
+        except UsageError as exc:
+            print(f"tcprtt: {exc}; the web configuration in use is kept", file=sys.stderr,
+                  flush=True)
+            return
+        fresh.stamp = self.web_config.stamp
+        self.web_config, self._tls, self._auth = fresh, fresh.tls, fresh.auth
+        self._extra_head = "".join(f"{name}: {value}\r\n"
+                                   for name, value in fresh.headers).encode()
+        print(f"tcprtt: {fresh.path}: reloaded", file=sys.stderr, flush=True)
+
     def _accept(self) -> None:
+        self._reload()
         for _ in range(ACCEPTS_PER_TURN):
             if len(self._conns) >= self.max_connections and not self._evict():
                 self._listen(False)  # all busy: newcomers wait in the backlog

@@ -17,7 +17,9 @@ What tcprtt does not implement is refused by name rather than ignored:
 apply), ``rate_limit``, and the client auth types that accept a client
 certificate without verifying it (``RequestClientCert``,
 ``RequireAnyClientCert``). The file, the certificates and the hashes are read
-once, at start; a change takes a restart.
+at start, and again when one of them changes (a renewed certificate in a
+Kubernetes Secret): the exporter looks at most once a second, when a
+connection arrives, and keeps what it has if the new file is refused.
 """
 
 from __future__ import annotations
@@ -76,12 +78,24 @@ class WebConfig:
     users or None, and extra response headers."""
 
     def __init__(self, path: str, tls: ssl.SSLContext | None, allowed_sans: tuple | None,
-                 auth: BasicAuth | None, headers: tuple[tuple[str, str], ...]):
+                 auth: BasicAuth | None, headers: tuple[tuple[str, str], ...],
+                 files: tuple[str, ...] = ()):
         self.path = path
         self.tls = tls
         self.allowed_sans = allowed_sans
         self.auth = auth
         self.headers = headers
+        self.files = (path, *files)  # what it was read from
+        self.stamp = _stamp(self.files)
+
+    def changed(self) -> bool:
+        """Whether a file it was read from changed since (or since the last
+        call that said so)."""
+        stamp = _stamp(self.files)
+        if stamp == self.stamp:
+            return False
+        self.stamp = stamp
+        return True
 
     def peer_allowed(self, sock: ssl.SSLSocket) -> bool:
         """Whether the client certificate carries one of ``client_allowed_sans``
@@ -99,6 +113,19 @@ class WebConfig:
             if value in self.allowed_sans:
                 return True
         return False
+
+
+def _stamp(files: tuple[str, ...]) -> tuple:
+    """What tells that a file changed: its identity, size and time (through
+    symbolic links, as a Secret's volume swaps them)."""
+    stamps = []
+    for name in files:
+        try:
+            st = os.stat(name)
+            stamps.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
 
 
 def _fail(path: str, what: str) -> UsageError:
@@ -166,7 +193,9 @@ def load(path: str) -> WebConfig:
             headers.append((name, value))
     users = top.get("basic_auth_users")
     auth = BasicAuth(_users(path, users)) if users else None
-    return WebConfig(path, tls, sans, auth, tuple(headers))
+    files = tuple(str(base / tls_conf[key]) for key in ("cert_file", "key_file", "client_ca_file")
+                  if isinstance(tls_conf.get(key), str))
+    return WebConfig(path, tls, sans, auth, tuple(headers), files)
 
 
 def _users(path: str, users: object) -> dict[bytes, bytes]:

@@ -408,3 +408,63 @@ def test_the_example_in_the_docs_is_a_file_tcprtt_takes(tmp_path, pki):
     config = load(str(write_config(tmp_path, example)))
     assert config.tls is not None and config.headers
     assert config.auth.check("Basic " + base64.b64encode(b"prometheus:example only").decode())
+
+
+def test_a_changed_file_is_read_again_and_a_refused_one_leaves_the_one_in_use(
+        tmp_path, pki, tmp_path_factory, capfd):
+    import os
+    import shutil
+    for name in ("server.crt", "server.key"):
+        shutil.copy(pki[name], tmp_path / name)
+    relative = {"server.crt": "server.crt", "server.key": "server.key"}
+    with Served(tmp_path, tls_and_auth(relative)) as served:
+        ca = str(pki["ca.crt"])
+
+        def status(password: str, verify: str = ca) -> int:
+            return requests.get(served.url, auth=("prometheus", password), verify=verify,
+                                timeout=10).status_code
+
+        def until(check, what: str) -> None:
+            deadline = time.monotonic() + 10
+            while not check():
+                assert time.monotonic() < deadline, what
+                time.sleep(0.2)
+
+        assert status(PASSWORD) == 200
+        # A new password (the exporter looks at most once a second).
+        write_config(tmp_path, tls_and_auth(
+            relative, users=f"  prometheus: {bcrypt_hash('new one', 4)}\n"))
+        until(lambda: status("new one") == 200, "the new password is not taken")
+        assert status(PASSWORD) == 401
+        # A file tcprtt refuses: the one in use stays, with one line.
+        write_config(tmp_path, "basic_auth_users:\n  prometheus: plain\n")
+        said: list[str] = []
+
+        def warned() -> bool:
+            status("new one")  # the exporter looks when a connection arrives
+            said.append(capfd.readouterr().err)
+            return "is not a bcrypt hash" in "".join(said)
+
+        until(warned, "no warning")
+        line = next(x for x in "".join(said).splitlines() if "bcrypt" in x)
+        assert line.endswith("; the web configuration in use is kept"), line
+        assert status("new one") == 200
+        # A renewed certificate, from another CA, as a Secret's volume swaps it.
+        other = make_pki(tmp_path_factory.mktemp("other-pki"))
+        write_config(tmp_path, tls_and_auth(
+            relative, users=f"  prometheus: {bcrypt_hash('new one', 4)}\n"))
+        for name in ("server.crt", "server.key"):
+            shutil.copy(other[name], tmp_path / f"{name}.new")
+            os.replace(tmp_path / f"{name}.new", tmp_path / name)
+        until(lambda: _verifies(served.url, str(other["ca.crt"])), "the new certificate")
+        assert status("new one", str(other["ca.crt"])) == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            status("new one")  # the old CA no longer vouches for the server
+
+
+def _verifies(url: str, ca: str) -> bool:
+    try:
+        requests.get(url, verify=ca, timeout=10)
+        return True
+    except requests.exceptions.SSLError:
+        return False

@@ -288,3 +288,34 @@ def test_the_workflow_builds_and_pushes_the_image_for_both_architectures_on_a_ta
     naming = " ".join(s.get("run", "") for s in job["steps"])
     assert "ghcr.io/${owner}/tcprtt-exporter:${GITHUB_REF_NAME#v}" in naming
     assert ":latest" not in naming + build["tags"]
+
+
+def test_the_docs_state_the_series_per_node_that_the_exporter_serves():
+    """docs/fleet.md: 29 series a key, fewer than 10 more for the probe, and
+    the table's bounds; counted here in what the exporter serves for 1 and 7
+    keys."""
+    import requests
+
+    from bench.exporter import FakeTracer
+    from runner.exporter import Exporter
+    text = (REPO / "docs" / "fleet.md").read_text()
+    per_key = int(re.search(r"is \*\*(\d+)\s+series\*\*", text).group(1))
+    probe = int(re.search(r"fewer than (\d+) in all", text).group(1))
+    counted = {}
+    for keys in (1, 7):
+        exporter = Exporter(FakeTracer(keys), ("127.0.0.1", 0), "remote_address")
+        try:
+            body = requests.get(f"http://127.0.0.1:{exporter.address[1]}/metrics",
+                                timeout=10).text
+        finally:
+            exporter.close()
+        counted[keys] = sum(1 for line in body.splitlines() if line and line[0] != "#")
+    assert counted[7] - counted[1] == 6 * per_key
+    assert counted[1] - per_key < probe
+    rows = re.findall(r"^\|[^|]*\| (\d+) \| ([\d,]+) \|$", text, flags=re.M)
+    assert len(rows) == 3
+    for capacity, bound in rows:
+        assert int(bound.replace(",", "")) == per_key * int(capacity)
+    ds = daemonset()["spec"]["template"]["spec"]["containers"][0]["args"]
+    capacity = int(ds[ds.index("--max-keys") + 1])
+    assert f"| {per_key * capacity:,} |" in text

@@ -54,7 +54,8 @@ def read_package(path: str) -> Package:
 def parser_for(prog: str, flags: list[settings.Flag] | None) -> tuple[options.Parser, dict]:
     """The run command's parser: its own options and the package's flags;
     returns it and dest -> flag."""
-    parser = options.Parser(prog=prog, description=DESCRIPTION)
+    # clap, which ecli builds its parser with, takes no abbreviated long options.
+    parser = options.Parser(prog=prog, description=DESCRIPTION, allow_abbrev=False)
     parser.add_argument("-i", "--interval", type=float, default=None,
                         help="seconds between reads of a sample map (default: the map's "
                              "sample interval)")
@@ -179,7 +180,7 @@ def _loop(buffers: list[tracers.BufferTracer], samples: list[tracers.SampleTrace
         for i, sample in enumerate(samples):
             if now >= due[i]:
                 sample.tick()
-                due[i] = max(due[i] + every[i], now)
+                due[i] = time.monotonic() + every[i]  # as ecli: read, then sleep the interval
         wake = min([*due, *([end] if end is not None else [])], default=None)
         left = None if wake is None else max(0.0, wake - time.monotonic())
         if not buffers:

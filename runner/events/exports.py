@@ -3,13 +3,13 @@
 ecli (``skeleton/mod.rs``, ``wait_and_poll_with_old_single_export``) walks
 the maps the metadata lists and keeps the last one that is a sample map, a
 ring buffer or a perf event array; a package with none of them attaches and
-waits. With ``enable_multiple_export_types`` it polls every map whose
-``export_config`` says how to read it (``_describe_many``). A ring buffer's or perf array's records are the first
+waits. A ring buffer's or perf array's records are the first
 ``export_types`` struct, its members checked against BTF
 (``export_event/checker.rs``); a sample map's keys and values are its BTF
 key and value types, the value's members named as ``export_types`` names
 them when it matches, the key's (and a mismatched value's) after their
-types, as ecli does. Everything is checked here, when the package is
+types, as ecli does. With ``enable_multiple_export_types`` ecli polls every
+map whose ``export_config`` says how to read it (``_describe_many``). Everything is checked here, when the package is
 opened: a record that cannot be decoded is refused now, with the reason.
 """
 

@@ -9,8 +9,9 @@ waits. A ring buffer's or perf array's records are the first
 key and value types, the value's members named as ``export_types`` names
 them when it matches, the key's (and a mismatched value's) after their
 types, as ecli does. With ``enable_multiple_export_types`` ecli polls every
-map whose ``export_config`` says how to read it (``_describe_many``). Everything is checked here, when the package is
-opened: a record that cannot be decoded is refused now, with the reason.
+map whose ``export_config`` says how to read it (``_describe_many``).
+Everything is checked here, when the package is opened: a record that
+cannot be decoded is refused now, with the reason.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One tracer per kind of output ecli polls: ring buffer, perf event array,
 sample map, or nothing.
 
-Each tracer owns a loaded package (``PackageProbe``) and prints what ecli
-prints, through ``write``: a header line first for plain-text records, then
+Each tracer reads one map of a loaded package (``PackageProbe``, which the
+command owns and closes) and prints what ecli prints, through ``write``: a header line first for plain-text records, then
 one line per record (``BufferTracer``); every key of a sample map each
 interval, as a log2 table or a key/value line (``SampleTracer``); nothing at
 all (``SilentTracer``). Records are decoded from the package's BTF by

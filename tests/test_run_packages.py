@@ -180,7 +180,8 @@ def _expected_exec(path: str, pid: int, seq_above: int) -> dict:
 
 def test_ring_buffer_records_as_ecli_json(root, packages, program):
     before = loaded()
-    runner = Runner(str(packages["exec_ring"]), "-j", "--marker", "42", "--seq", "1000")
+    # -j before the package, as `ecli run -j PACKAGE` takes it
+    runner = Runner("-j", str(packages["exec_ring"]), "--marker", "42", "--seq", "1000")
     try:
         runner.wait_attached()
         pids: list[int] = []

@@ -36,12 +36,22 @@ const volatile bool targ_raddr_hist = false;
 const volatile bool targ_show_ext = false;
 /// milliseconds instead of microseconds
 const volatile bool targ_ms = false;
-/// samples go first to the per-CPU maps hist_cpu and key_cache; set by the runner
+/// unkeyed, samples go to the per-CPU map hist_cpu; set by the runner
 const volatile bool targ_percpu = false;
+/// with -b, low bits of an IPv4 key cleared: 32 minus the prefix length (0: whole address)
+const volatile int targ_laddr4_clear = 0;
+/// with -b, low bits of an IPv6 key cleared: 128 minus the prefix length (0: whole address)
+const volatile int targ_laddr6_clear = 0;
+/// with -B, low bits of an IPv4 key cleared: 32 minus the prefix length (0: whole address)
+const volatile int targ_raddr4_clear = 0;
+/// with -B, low bits of an IPv6 key cleared: 128 minus the prefix length (0: whole address)
+const volatile int targ_raddr6_clear = 0;
 
+/* Keyed, an LRU hash: a new key takes the place of the one least recently
+ * used when the map is full, so the map holds the active peers. */
 /// @sample {"interval": 1000, "type": "log2_hist"}
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_ENTRIES);
 	__type(key, struct hist_key);
 	__type(value, struct hist);
@@ -56,20 +66,6 @@ struct {
 	__type(value, struct hist);
 } hist_cpu SEC(".maps");
 
-/* Keyed histograms, one copy per CPU, in a small direct-mapped table in
- * front of hists: an address hashes to one slot, the first key to use a
- * slot keeps it, and a key whose slot is taken goes to hists. A slot is
- * found by an inlined array lookup rather than a hash map's walk. A key
- * takes a slot only once it has an entry in hists, so the keys are hists'
- * keys and --max-keys bounds them. Only the runner reads it (targ_percpu),
- * adding each key's copies to its hists entry. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, KEY_CACHE_SLOTS);
-	__type(key, __u32);
-	__type(value, struct key_slot);
-} key_cache SEC(".maps");
-
 /* Samples that found no room for their key in a full hists map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -77,6 +73,15 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } dropped SEC(".maps");
+
+/* Keys added to hists: those an eviction took are this count less the
+ * entries present when the runner reads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} new_keys SEC(".maps");
 
 /* Settings live in frozen .rodata, so the verifier sees these as constants
  * and prunes every branch of a filter that is off: a run pays only for
@@ -272,6 +277,35 @@ static __always_inline __u16 key_words(__u16 family, const __u32 addr[4], __u32 
 	return AF_INET6;
 }
 
+/* A mask for one word of an address in network order that keeps its
+ * first `keep` bits (none for keep <= 0, all for keep >= 32). */
+static __always_inline __u32 word_mask(int keep)
+{
+	if (keep <= 0)
+		return 0;
+	if (keep >= 32)
+		return 0xffffffffU;
+	return bpf_htonl(0xffffffffU << (32 - keep));
+}
+
+/* A key's address cut to its prefix: `clear` low bits set to zero. */
+static __always_inline void key_prefix(__u16 family, __u32 words[4], int clear4, int clear6)
+{
+	if (family == AF_INET) {
+		if (clear4)
+			words[0] &= word_mask(32 - clear4);
+		return;
+	}
+	if (clear6) {
+		int keep = 128 - clear6;
+
+		words[0] &= word_mask(keep);
+		words[1] &= word_mask(keep - 32);
+		words[2] &= word_mask(keep - 64);
+		words[3] &= word_mask(keep - 96);
+	}
+}
+
 static __always_inline void add_sample(struct hist *histp, __u32 srtt, bool shared)
 {
 	__u32 slot;
@@ -353,53 +387,42 @@ static __always_inline int handle_rcv_established(const struct seg *s)
 		return 0;
 	}
 
-	struct key_slot *slot = NULL;
 	struct hist_key key = {.family = KEY_FAMILY_ALL};
+	__u64 *counter;
 
 	if (targ_laddr_hist || targ_raddr_hist) {
 		__u32 words[4] = {};
-		__u32 i;
 
 		key.family = key_words(family, targ_laddr_hist ? laddr : raddr, words);
+		if (targ_laddr_hist)
+			key_prefix(key.family, words, targ_laddr4_clear, targ_laddr6_clear);
+		else
+			key_prefix(key.family, words, targ_raddr4_clear, targ_raddr6_clear);
 		__builtin_memcpy(key.addr, words, IPV6_LEN);
-		if (targ_percpu) {
-			i = ((words[0] ^ words[1] ^ words[2] ^ words[3]) * 2654435761U) >>
-			    (32 - KEY_CACHE_BITS);
-			slot = bpf_map_lookup_elem(&key_cache, &i);
-			if (slot && slot->family == key.family && slot->addr[0] == words[0] &&
-			    slot->addr[1] == words[1] && slot->addr[2] == words[2] &&
-			    slot->addr[3] == words[3]) {
-				add_sample(&slot->hist, seg_srtt(s), false);
-				return 0;
-			}
-		}
 	}
 
 	histp = bpf_map_lookup_elem(&hists, &key);
 	if (!histp) {
 		struct hist zero = {};
 
-		bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST);
+		/* Full, the LRU map evicts its least recently used key for this
+		 * one; another CPU may have added it meanwhile (-EEXIST). */
+		if (!bpf_map_update_elem(&hists, &key, &zero, BPF_NOEXIST)) {
+			counter = bpf_map_lookup_elem(&new_keys, &idx);
+			if (counter)
+				__sync_fetch_and_add(counter, 1);
+		}
 		histp = bpf_map_lookup_elem(&hists, &key);
-	}
-	if (histp && slot && !slot->family) {
-		/* A key takes a free cache slot only once it has its hists entry,
-		 * so the cache never holds a key that hists has no room for. The
-		 * slot is this CPU's own copy: no one claims it meanwhile. */
-		slot->family = key.family;
-		__builtin_memcpy(slot->addr, key.addr, IPV6_LEN);
-		add_sample(&slot->hist, seg_srtt(s), false);
-		return 0;
 	}
 	if (histp) {
 		add_sample(histp, seg_srtt(s), true);
 		return 0;
 	}
-	/* The key map is full. */
-	__u64 *drops = bpf_map_lookup_elem(&dropped, &idx);
-
-	if (drops)
-		__sync_fetch_and_add(drops, 1);
+	/* No room: the LRU found nothing to evict, or the key was evicted
+	 * again at once. */
+	counter = bpf_map_lookup_elem(&dropped, &idx);
+	if (counter)
+		__sync_fetch_and_add(counter, 1);
 	return 0;
 }
 

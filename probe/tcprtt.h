@@ -27,14 +27,4 @@ struct hist {
 	__u32 slots[MAX_SLOTS];
 };
 
-/* A slot of the per-CPU key cache: family 0 while free; the address in
- * network order, IPv4 in addr[0]. */
-#define KEY_CACHE_BITS 8
-#define KEY_CACHE_SLOTS (1 << KEY_CACHE_BITS)
-struct key_slot {
-	__u32 family;
-	__u32 addr[4];
-	struct hist hist;
-};
-
 #endif /* __TCPRTT_H */

@@ -90,25 +90,27 @@ def parse_listen(text: str) -> tuple[str, int]:
 class Collector:
     """Reads the kernel maps at each scrape; counters are cumulative."""
 
-    def __init__(self, tracer: LibbpfTracer, label: str | None):
+    def __init__(self, tracer: LibbpfTracer, label: str | None,
+                 prefixes: tuple[int | None, int | None] = (None, None)):
         self.tracer = tracer
         self.label = label
+        self.prefixes = prefixes  # keys cut to networks: (IPv4, IPv6) prefix lengths
         self.lock = threading.Lock()
 
-    @staticmethod
-    def address_of(key: object) -> str:
-        return key_address(key) or ""
+    def address_of(self, key: object) -> str:
+        return key_address(key, self.prefixes) or ""  # type: ignore[arg-type]
 
     def read(self) -> tuple[list, list]:
         """One snapshot: the histograms, and the probe's other families."""
         with self.lock:
             hists = self.tracer.snapshot()
             dropped = self.tracer.dropped()
+            evictions = getattr(self.tracer, "evictions", lambda: 0)()
         hist_map = self.tracer.package.hists[0]
         capacity = self.tracer.probe.max_entries(hist_map.name)
         attach = self.tracer.package.progs[0]["attach"]
         return hists, render.probe_metrics(self.tracer.variant, attach, dropped, len(hists),
-                                           capacity)
+                                           capacity, evictions)
 
     def collect(self):
         hists, others = self.read()
@@ -227,8 +229,8 @@ class Exporter:
                  request_timeout: float = REQUEST_TIMEOUT,
                  response_timeout: float = RESPONSE_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS, backlog: int = LISTEN_BACKLOG,
-                 web_config=None):
-        self.collector = Collector(tracer, label)
+                 web_config=None, prefixes: tuple[int | None, int | None] = (None, None)):
+        self.collector = Collector(tracer, label, prefixes)
         self.web_config = web_config  # runner.webconfig.WebConfig or None
         self._tls = web_config.tls if web_config is not None else None
         self._auth = web_config.auth if web_config is not None else None

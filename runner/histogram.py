@@ -86,7 +86,9 @@ class Hist:
                    extra, "latency" in value and "cnt" in value)
 
     def minus(self, earlier: Hist | None) -> Hist:
-        """What was added since ``earlier`` (the same key, read before)."""
+        """What was added since ``earlier`` (the same key, read before). A
+        count lower than before means the key started again (its map entry
+        was evicted, then added anew): what was added is then all it holds."""
         if earlier is None:
             return self
         slots = self.slots
@@ -94,6 +96,10 @@ class Hist:
             slots = (0,) * len(slots)
         else:
             slots = tuple([a - b for a, b in zip(slots, earlier.slots)])
+            if min(slots) < 0:
+                return self
+        if self.cnt < earlier.cnt or self.latency < earlier.latency:
+            return self
         return Hist(self.key, slots, self.latency - earlier.latency, self.cnt - earlier.cnt,
                     self.extra, self.has_sum)
 
@@ -112,7 +118,9 @@ class Intervals:
 
     The kernel's counters are never cleared while tracing: each interval is the
     difference of two reads, so no sample can fall between a read and a clear.
-    Histograms are matched by their keys' raw bytes.
+    Histograms are matched by their keys' raw bytes. A key evicted from the
+    map and added again counts from zero: its interval is then what it holds
+    (``Hist.minus``), never a negative count.
     """
 
     def __init__(self) -> None:

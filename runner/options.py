@@ -205,6 +205,8 @@ class Options:
     max_keys: int | None = None
     verbose: bool = False
     traceback: bool = False
+    laddr_prefix: tuple[int, int | None] | None = None  # (V4LEN, V6LEN or None)
+    raddr_prefix: tuple[int, int | None] | None = None
 
     @property
     def unit(self) -> str:
@@ -221,6 +223,14 @@ class Options:
     @property
     def keyed(self) -> bool:
         return self.byladdr or self.byraddr
+
+    @property
+    def prefixes(self) -> tuple[int | None, int | None]:
+        """The prefix lengths that the keys are cut to, IPv4 and IPv6 (None:
+        whole addresses)."""
+        prefix = self.laddr_prefix if self.byladdr else self.raddr_prefix if self.byraddr \
+            else None
+        return prefix if prefix is not None else (None, None)
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -265,6 +275,9 @@ def from_namespace(ns: argparse.Namespace) -> Options:
         if not 1 <= max_keys <= MAX_KEYS:
             raise UsageError(f"--max-keys: {max_keys} is outside 1..{MAX_KEYS} "
                              "(about 220 bytes of kernel memory a key)")
+    from .tcprtt.settings import parse_prefix
+    prefixes = {dest: parse_prefix(_flags_of(dest), given[dest])
+                for dest in ("laddr_prefix", "raddr_prefix") if dest in given}
     duration = given.get("duration")
     interval = given.get("interval") or duration or FOREVER
     return Options(interval=interval, duration=duration,
@@ -278,7 +291,8 @@ def from_namespace(ns: argparse.Namespace) -> Options:
                    json=ns.json, attach=ns.attach, backend=ns.backend, package=ns.package,
                    image=ns.image, registry=registry_options(ns),
                    prometheus=_listen(ns.prometheus), web_config=_web_config(ns),
-                   max_keys=max_keys, verbose=ns.verbose, traceback=ns.traceback)
+                   max_keys=max_keys, verbose=ns.verbose, traceback=ns.traceback,
+                   **prefixes)
 
 
 def _web_config(ns: argparse.Namespace):

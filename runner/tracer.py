@@ -79,6 +79,12 @@ class LibbpfTracer:
     def dropped(self) -> int:
         return self._storage.dropped(self._probe)
 
+    def evictions(self) -> int:
+        """Keys evicted from the histogram map to make room (0 when its
+        storage cannot tell)."""
+        evictions = getattr(self._storage, "evictions", None)
+        return evictions(self._probe) if evictions is not None else 0
+
     def close(self) -> None:
         self._probe.close()
 

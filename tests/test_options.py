@@ -127,11 +127,15 @@ def test_attach_takes_auto_and_every_variant_of_the_table():
 
 def test_every_option_that_sets_a_setting_has_its_value_kind():
     """What settings.py reads in "sets": a list is an address (the IPv4
-    setting, then the IPv6 halves), a switch's "value" fits its setting."""
+    setting, then the IPv6 halves) or, of kind "prefix", the IPv4 and IPv6
+    bits cleared; a switch's "value" fits its setting."""
     config = probe_config()
     for opt in config["options"]:
         sets = opt.get("sets")
-        if isinstance(sets, list):
+        if isinstance(sets, list) and opt.get("kind") == "prefix":
+            assert len(sets) == 2 and all(config["variables"][n]["type"] == "int"
+                                          for n in sets), opt["dest"]
+        elif isinstance(sets, list):
             assert len(sets) == 3 and "anyOf" in opt["schema"], opt["dest"]
         elif "value" in opt:
             assert opt.get("action") == "store_true", opt["dest"]

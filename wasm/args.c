@@ -321,6 +321,12 @@ static enum parse_result check(struct parsed *p, struct options *o, char *error,
 		}
 	}
 
+	for (int i = 0; i < N_OPTIONS; i++)
+		if (p->set[i] && OPTIONS[i].kind == OPT_PREFIX)
+			return fail(error, size,
+				    "%s: the wasm module keys by whole addresses (the runner takes it)",
+				    short_name(i, name, sizeof(name)));
+
 	int attach = option_index("attach");
 
 	o->attach = "auto";

@@ -132,7 +132,9 @@ def c_string(text: str) -> str:
 def options_table() -> list[str]:
     """config.json's options: flags, value kind and range, help."""
     lines = ["/* The probe's options, as config.json lists them. */",
-             "enum opt_kind { OPT_FLAG, OPT_INT, OPT_ADDR, OPT_TEXT };",
+             "/* OPT_PREFIX: read as the runner reads it, then refused: the module",
+             " * keys by whole addresses. */",
+             "enum opt_kind { OPT_FLAG, OPT_INT, OPT_ADDR, OPT_TEXT, OPT_PREFIX };",
              "struct opt_spec {", "\tconst char *dest;", "\tconst char *flags[4];",
              "\tconst char *metavar;", "\tconst char *help;", "\tenum opt_kind kind;",
              "\tlong long min, max;", "};",
@@ -141,6 +143,7 @@ def options_table() -> list[str]:
     for opt in probe_config()["options"]:
         schema = opt.get("schema", {})
         kind = ("OPT_FLAG" if opt.get("action") == "store_true" else
+                "OPT_PREFIX" if opt.get("kind") == "prefix" else
                 "OPT_INT" if schema.get("type") == "integer" else
                 "OPT_ADDR" if "anyOf" in schema else None)
         if kind is None or len(opt["flags"]) > 3:

@@ -75,7 +75,7 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
             label = {"Local Address": "local_address",
                      "Remote Address": "remote_address"}.get(opts.label)
             exporter = Exporter(tracer, opts.prometheus, label,  # type: ignore[arg-type]
-                                web_config=opts.web_config)
+                                web_config=opts.web_config, prefixes=opts.prefixes)
             host, port = exporter.address[:2]
             shown = f"[{host}]" if ":" in host else host
             print(f"tcprtt: serving metrics on {exporter.scheme}://{shown}:{port}/metrics",
@@ -98,9 +98,26 @@ def trace(argv: list[str], out: TextIO, err: TextIO) -> int:
 
             def emit(hists, when):
                 write(render_interval(opts, hists, when))
+
+            if opts.verbose and opts.keyed:
+                emit = _saying_evictions(emit, tracer, err)
         session.trace_loop(tracer, opts.interval, opts.duration, emit, drops)
     finally:
         if exporter is not None:
             exporter.close()
         tracer.close()
     return 0
+
+
+def _saying_evictions(emit, tracer, err):
+    """``emit``, then the keys evicted since the last interval, if any (-v)."""
+    said = [0]
+
+    def emit_and_say(hists, when):
+        emit(hists, when)
+        evictions = getattr(tracer, "evictions", lambda: 0)()
+        if evictions > said[0]:
+            print(f"tcprtt: {evictions - said[0]} keys evicted ({evictions} in all): the key "
+                  "map was full, and the least recently used keys gave way", file=err, flush=True)
+            said[0] = evictions
+    return emit_and_say

@@ -29,20 +29,23 @@ class View(NamedTuple):
     timestamp: bool   # the time above each text interval
 
 
-def rows(hists: list[Hist], keyed: bool) -> list[Row]:
+def rows(hists: list[Hist], keyed: bool,
+         prefixes: tuple[int | None, int | None] = (None, None)) -> list[Row]:
     """The rows of an interval: keyed, each key with samples, by address
-    (keys without an address last); unkeyed, every histogram, or an empty
-    one when there is none."""
+    (keys without an address last; networks in CIDR notation when the keys
+    are cut to ``prefixes``); unkeyed, every histogram, or an empty one when
+    there is none."""
     if not keyed:
         out = [(None, None, h) for h in hists]
         return out or [(None, None, Hist(None, (0,) * UNKEYED_SLOTS))]
-    named, unnamed = addressed(hists)
+    named, unnamed = addressed(hists, prefixes)
     return named + unnamed
 
 
 def render_interval(opts, hists: list[Hist], when: datetime.datetime) -> str:
     """One interval of tcprtt output in the format ``opts`` asks for."""
     with collector_paused():
-        view = View(rows(hists, opts.keyed), when, opts.label, opts.unit, opts.extension,
-                    opts.timestamp)
+        prefixes = getattr(opts, "prefixes", (None, None))
+        view = View(rows(hists, opts.keyed, prefixes), when, opts.label, opts.unit,
+                    opts.extension, opts.timestamp)
         return FORMATS["json" if opts.json else "text"].interval(view)

@@ -43,7 +43,7 @@ def rtt_histogram(hists: list[Hist], label: str | None,
 
 
 def probe_metrics(variant: str, attach: str, dropped: int, keys: int,
-                  capacity: int) -> list:
+                  capacity: int, evictions: int = 0) -> list:
     info = GaugeMetricFamily("tcprtt_probe_info", "The attach variant that tcprtt runs.",
                              labels=["variant", "attach"])
     info.add_metric([variant, attach], 1)
@@ -54,7 +54,11 @@ def probe_metrics(variant: str, attach: str, dropped: int, keys: int,
     used.add_metric([], keys)
     cap = GaugeMetricFamily("tcprtt_key_capacity", "Capacity of the kernel's key map.")
     cap.add_metric([], capacity)
-    return [info, drops, used, cap]
+    evicted = CounterMetricFamily(
+        "tcprtt_evictions",
+        "Keys evicted from the full key map for new ones, least recently used first.")
+    evicted.add_metric([], evictions)
+    return [info, drops, used, cap, evicted]
 
 
 # The whole exposition, the histogram's series written from a template -------

@@ -32,27 +32,38 @@ _V6 = AF_INET6.to_bytes(FAMILY_SIZE, "little")
 _inet_ntop = socket.inet_ntop
 
 
-def key_address(key: bytes | None) -> str | None:
+WHOLE = (None, None)  # keys of whole addresses: no prefix lengths
+
+
+def key_address(key: bytes | None, prefixes: tuple[int | None, int | None] = WHOLE
+                ) -> str | None:
     """The address a key names as text, or None for the unkeyed histogram
-    (and for a family that is neither IPv4 nor IPv6)."""
+    (and for a family that is neither IPv4 nor IPv6). With ``prefixes``
+    (the IPv4 and IPv6 prefix lengths the probe cut the keys to, None for
+    whole addresses), a network in CIDR notation: ``10.1.2.0/24``."""
     if not key:
         return None
     family = key[:FAMILY_SIZE]
     if family == _V4:
-        return _inet_ntop(socket.AF_INET, key[ADDR_OFFSET:ADDR_OFFSET + 4])
+        text = _inet_ntop(socket.AF_INET, key[ADDR_OFFSET:ADDR_OFFSET + 4])
+        return text if prefixes[0] is None else f"{text}/{prefixes[0]}"
     if family == _V6:
         raw = key[ADDR_OFFSET:ADDR_OFFSET + ADDR_SIZE]
         if raw[:12] in V4_IN_V6_PREFIXES:  # libc prints these with dotted quads
-            return str(ipaddress.IPv6Address(raw))
-        return _inet_ntop(socket.AF_INET6, raw)  # RFC 5952, as ipaddress
+            text = str(ipaddress.IPv6Address(raw))
+        else:
+            text = _inet_ntop(socket.AF_INET6, raw)  # RFC 5952, as ipaddress
+        return text if prefixes[1] is None else f"{text}/{prefixes[1]}"
     return None
 
 
-def addressed(hists: Iterable[Hist]) -> tuple[list[tuple], list[tuple]]:
+def addressed(hists: Iterable[Hist], prefixes: tuple[int | None, int | None] = WHOLE
+              ) -> tuple[list[tuple], list[tuple]]:
     """The histograms that counted something, as rows ``(address, family,
     hist)``: those whose key names an address, sorted by the address's text,
     and the others (address and family None), in their order. One pass, the
-    key decoded inline: an interval may hold 100,000 keys."""
+    key decoded inline: an interval may hold 100,000 keys. With ``prefixes``,
+    as in ``key_address``, addresses are networks in CIDR notation."""
     named: list[tuple] = []
     unnamed: list[tuple] = []
     add, other = named.append, unnamed.append
@@ -73,6 +84,10 @@ def addressed(hists: Iterable[Hist]) -> tuple[list[tuple], list[tuple]]:
             add((ntop(v4, key[ADDR_OFFSET:ADDR_OFFSET + 4]), "ipv4", h))
         else:
             other((None, None, h))
+    if prefixes != WHOLE:
+        suffix = {"ipv4": "" if prefixes[0] is None else f"/{prefixes[0]}",
+                  "ipv6": "" if prefixes[1] is None else f"/{prefixes[1]}"}
+        named = [(address + suffix[family], family, h) for address, family, h in named]
     named.sort(key=itemgetter(0))
     return named, unnamed
 

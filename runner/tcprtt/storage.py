@@ -7,11 +7,14 @@ The probe keeps its histograms in one of three layouts (probe/config.json's
   with atomic adds; what ecli reads;
 - per-CPU, unkeyed: the runner's setting on and no key: one per-CPU array
   entry, ``hist_cpu``, summed over the CPUs;
-- per-CPU, keyed: the runner's setting on and a key: a key's samples are its
-  ``hists`` entry plus its copy in the per-CPU ``key_cache`` on every CPU
-  that cached it.
+- keyed: every sample in ``hists``, an LRU hash: a new key takes the place
+  of the least recently used one when the map is full (an older release's
+  package, with the runner's setting on, also kept a key's samples in a
+  per-CPU ``key_cache`` in front of ``hists``: its copies are added).
 
-Samples that found no room in a full key map are counted in ``dropped``.
+Keys added to ``hists`` are counted in ``new_keys``: the keys evicted are
+that count less the keys present at a read. Samples that found no room for
+their key are counted in ``dropped``.
 A ``Storage`` reads one loaded probe in its layout and hands back one
 ``Hist`` per key, keys as raw ``struct hist_key`` bytes. The layout is the
 runner's choice (``prefer_percpu``), and ``for_package`` gives the reader
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from ..package import HistMap, Package
 
 DROPPED = "dropped"   # a one-entry array: samples not counted, the key map being full
+NEW_KEYS = "new_keys"  # a one-entry array: keys added to hists
+KEY_CACHE_MAP = "key_cache"  # an older release's per-CPU cache in front of hists
 KEYED = ("targ_laddr_hist", "targ_raddr_hist")  # the settings that key the histograms
 SHARED, PERCPU, KEY_CACHE = "shared", "percpu", "key_cache"
 
@@ -114,8 +119,12 @@ class Storage:
         self.layout = layout_of(values)
         percpu = probe_config()["percpu"]
         self.percpu_map = percpu["map"]
-        self.key_cache = _KeyCache(package, percpu["key_cache"]) \
+        if self.layout == KEY_CACHE and not any(m.name == KEY_CACHE_MAP
+                                                for m in package.bpf.maps()):
+            self.layout = SHARED  # keyed, this release counts in hists alone
+        self.key_cache = _KeyCache(package, KEY_CACHE_MAP) \
             if self.layout == KEY_CACHE else None
+        self.evicted = 0  # keys evicted, as of the last read
 
     def read(self, probe: LoadedProbe) -> list[Hist]:
         with collector_paused():
@@ -125,7 +134,12 @@ class Storage:
         if self.layout == PERCPU:
             copies = probe.read_percpu(self.percpu_map, self.hist.value_size)
             return [self.decoder.summed(unkeyed_key(self.hist.key_size), copies)]
+        # Read before the walk: a key added during it may be seen in the walk
+        # but not in the count, which reads as fewer evictions, never more.
+        added = probe.read_counter(NEW_KEYS) if probe.has_map(NEW_KEYS) else None
         raw = probe.read(self.hist)
+        if added is not None:
+            self.evicted = max(self.evicted, added - len(raw))
         hists = self.decoder.many(raw)
         cached = self.key_cache.read(probe) if self.key_cache is not None else None
         if cached:
@@ -140,6 +154,11 @@ class Storage:
 
     def dropped(self, probe: LoadedProbe) -> int:
         return probe.read_counter(DROPPED) if probe.has_map(DROPPED) else 0
+
+    def evictions(self, probe: LoadedProbe) -> int:
+        """Keys the LRU map evicted, as of the last read (a counter: it
+        never goes down)."""
+        return self.evicted
 
 
 def for_package(package: Package, values: dict[str, object]) -> Storage | None:

@@ -31,7 +31,7 @@ from runner.events import settings as flags_mod
 from .conftest import REPO, ours, runner_cmd, runner_env, runqlat
 from .packages.pack import pack
 
-OUR_PROGRAMS = ("handle_exec", "handle_openat", "count_exec", "handle_connect",
+OUR_PROGRAMS = ("handle_exec", "handle_openat", "count_exec", "handle_connect", "bench_event",
                 "xdp_pass_all", "tc_pass_all", "uprobe_malloc", "bitfield_exec")
 EXEC_HEADER = ("TIME     PID    OLD_PID COMM   FILENAME KIND   OWNER  TAG    FLAG   NEG    "
                "MARKER SEQ    ONE_AND_A_HALF ")
@@ -793,3 +793,34 @@ def test_multiple_export_types_as_ecli_reads_them(root, packages, program, tmp_p
         else:
             assert record == {"cmd": "tcprtt-exec-pro", "who": record["who"]}
             assert record["who"] in pids
+
+
+def test_the_event_bench_measures_each_way_of_reading(root, tmp_path):
+    """bench/events.py's parts: its package builds, loads and is fed, and
+    each way of reading counts records (the figures are not checked)."""
+    import subprocess as sp
+    import sys
+
+    from bench import events as bench
+    from runner.events import exports, settings, tracers
+    from runner.events.command import read_package
+    spinner = sp.Popen([sys.executable, "-c", bench.SPIN])
+    before = loaded()
+    try:
+        package = read_package(str(bench.build(tmp_path)))
+        flags = settings.flags(package.bpf, package.doc["meta"], package.source)
+        images = settings.images(package.bpf, flags, {"target_tgid": str(spinner.pid)})
+        export = exports.describe(package, False)[0]
+        probe = tracers.PackageProbe(package, images, {})
+        try:
+            probe.attach()
+            with open(os.devnull, "w") as sink:
+                for mode in ("read", "text", "json"):
+                    rate, offered, refused = bench.measure(probe, export, mode, 0.5, sink)
+                    assert rate > 0 and offered >= rate * 0.5 and 0 <= refused <= offered
+        finally:
+            probe.close()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert not left_loaded(before)

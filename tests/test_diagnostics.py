@@ -191,6 +191,15 @@ def test_logs_go_to_the_temporary_directory_when_no_other_will_do(tmp_path, monk
     assert path.read_text() == "a\nb\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_no_writable_directory_at_all_gives_no_file_and_no_traceback(tmp_path, monkeypatch):
+    def none_usable():
+        raise FileNotFoundError("No usable temporary directory found")
+    monkeypatch.setattr(probe, "_log_dirs", lambda: [tmp_path / "missing" / "deeper"])
+    (tmp_path / "missing").write_text("")  # a file where the directory would go
+    monkeypatch.setattr(tempfile, "gettempdir", none_usable)
+    assert probe.write_log("a\n", "verifier") is None
+
+
 def test_a_directory_others_may_write_in_is_not_used(tmp_path, monkeypatch):
     shared = tmp_path / "tcprtt"
     shared.mkdir()

@@ -188,7 +188,10 @@ def write_log(text: str, kind: str) -> str | None:
     its path, or None when nowhere could take it."""
     import tempfile  # only when something failed
     places = [(d, "") for d in _log_dirs() if _own_dir(d)]
-    places.append((Path(tempfile.gettempdir()), "tcprtt-"))
+    try:
+        places.append((Path(tempfile.gettempdir()), "tcprtt-"))
+    except OSError:  # no writable temporary directory (a read-only root): no file
+        pass
     for directory, prefix in places:
         try:
             fd, path = tempfile.mkstemp(prefix=f"{prefix}{kind}-{os.getpid()}-",

@@ -56,39 +56,46 @@ def tcprtt_record(hist: Hist, *, time: str, label: str, address: str | None,
 def interval(view) -> str:
     """One interval of tcprtt's output (a ``render.interval.View``): a line
     per row, each ``tcprtt_record``'s bytes. What depends on the slots alone
-    (count, slots, percentiles) is written once per distinct histogram."""
+    (count, slots, percentiles) is written once per distinct histogram, what
+    depends on the family once per family."""
     head = (f'{{"time":{_text(view.when.isoformat(timespec="seconds"))},'
             f'"label":{_text(view.label)},"address":')
     unit = f',"unit":{_text(view.unit)},"count":'
+    middles = {family: f',"family":{_text(family)}{unit}' for family in (None, "ipv4", "ipv6")}
     with_sum = view.extension
-    done: dict[tuple, tuple[str, str]] = {}  # slots -> (count, from slots on)
+    done: dict[tuple, tuple[str, str, str]] = {}  # slots -> _by_slots(slots)
     out = []
     append = out.append
+    text = encode_basestring_ascii
     for address, family, hist in view.rows:
         slots = hist.slots
         parts = done.get(slots)
         if parts is None:
             parts = done[slots] = _by_slots(slots)
+        middle = middles.get(family)
+        if middle is None:
+            middle = middles[family] = f',"family":{_text(family)}{unit}'
+        named = text(address) if address is not None else "null"
         if with_sum:
             avg = _number(hist.latency / hist.cnt) if hist.cnt else "null"
-            sums = f'{hist.latency},"avg":{avg}'
+            append(f'{head}{named}{middle}{parts[0]},"sum":{hist.latency},"avg":{avg},'
+                   f'{parts[1]}')
         else:
-            sums = 'null,"avg":null'
-        append(f'{head}{_text(address)},"family":{_text(family)}{unit}{parts[0]},'
-               f'"sum":{sums},{parts[1]}')
+            append(f"{head}{named}{middle}{parts[2]}")
     return "".join(out)
 
 
-def _by_slots(slots: tuple[int, ...]) -> tuple[str, str]:
-    """A record's count, and its members from slots to the end of the line."""
+def _by_slots(slots: tuple[int, ...]) -> tuple[str, str, str]:
+    """A record's count; its members from slots to the end of the line; and
+    the two with no sum and average between them."""
     total = sum(slots)
     if total:
         p50, p90, p99 = [_number(p) for p in percentiles(slots, QUANTILES)]
     else:
         p50 = p90 = p99 = "null"
     listed = _INTEGERS.get(len(slots)) or ",".join(["%d"] * len(slots))
-    return (f"{total}",
-            f'"slots":[{listed % slots}],"p50":{p50},"p90":{p90},"p99":{p99}}}\n')
+    tail = f'"slots":[{listed % slots}],"p50":{p50},"p90":{p90},"p99":{p99}}}\n'
+    return f"{total}", tail, f'{total},"sum":null,"avg":null,{tail}'
 
 
 # "%d,%d,...": a histogram's slots in one formatting (ints as the encoder writes them).

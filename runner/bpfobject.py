@@ -8,6 +8,7 @@ the histogram map's keys and values are laid out.
 from __future__ import annotations
 
 import math
+import operator
 import struct
 from dataclasses import dataclass, field
 from typing import Callable
@@ -551,6 +552,10 @@ def _ecli_array(btf: Btf, type_id: int, t: BtfType, depth: int) -> Decode:
         return string
     step = ecli_size(btf, t.elem, depth + 1)
     inner = _ecli_compile(btf, t.elem, depth + 1)
+    scalar = _ecli_scalar(btf, t.elem, depth + 1)
+    if scalar is not None and scalar[1] is None and t.nelems:  # plain numbers: one call
+        unpack = struct.Struct(f"<{t.nelems}{scalar[0]}").unpack_from
+        return lambda data: list(unpack(data))
     spans = [(i * step, (i + 1) * step) for i in range(t.nelems)]
     return lambda data: [inner(data[a:b]) for a, b in spans]
 
@@ -589,8 +594,9 @@ def _ecli_scalar(btf: Btf, type_id: int, depth: int):
     t = btf.get(type_id)
     if t.kind in _ECLI_FOLLOWED:
         return _ecli_scalar(btf, t.ref, depth + 1)
-    if t.kind == KIND_INT and not t.encoding & 4 and (t.bits, bool(t.encoding & 1)) in \
-            _INT_FORMATS:
+    if t.kind == KIND_INT and t.encoding & 4:
+        return ("?" if t.size == 1 else "B"), (None if t.size == 1 else bool)
+    if t.kind == KIND_INT and (t.bits, bool(t.encoding & 1)) in _INT_FORMATS:
         return _INT_FORMATS[(t.bits, bool(t.encoding & 1))][1:], None
     if t.kind == KIND_PTR:
         return "Q", None
@@ -634,17 +640,43 @@ def _ecli_unpacker(btf: Btf, t: BtfType, fields: list, depth: int):
         return None
     unpack = struct.Struct(fmt).unpack_from
 
+    plain_names = [name for name, i, fn, _, _ in plan if i >= 0 and fn is None]
+    plain = operator.itemgetter(*[i for _, i, fn, _, _ in plan if i >= 0 and fn is None] or [0])
+    if len(plain_names) == 1:
+        single = plain
+
+        def plain(values):  # type: ignore[no-redef]
+            return (single(values),)
+    posts = [(name, i, fn) for name, i, fn, _, _ in plan if i >= 0 and fn is not None]
+    inners = [(name, fn, start, end) for name, i, fn, start, end in plan if i < 0]
+    # Members filled by kind, not in order: only when no two share a name,
+    # where the one by one order decides which one stays.
+    order = [name for name, _, _, _, _ in plan]
+    in_order = len(set(order)) == len(order)
+
     def build(head: dict) -> Decode:
-        def composite(data: bytes) -> dict:
+        if not in_order or not plain_names:
+            def composite(data: bytes) -> dict:
+                values = unpack(data)
+                out = head.copy()
+                for name, i, fn, start, end in plan:
+                    if i < 0:
+                        out[name] = fn(data[start:end])
+                    elif fn is None:
+                        out[name] = values[i]
+                    else:
+                        out[name] = fn(values[i])
+                return out
+            return composite
+
+        def fast(data: bytes) -> dict:
             values = unpack(data)
             out = head.copy()
-            for name, i, fn, start, end in plan:
-                if i < 0:
-                    out[name] = fn(data[start:end])
-                elif fn is None:
-                    out[name] = values[i]
-                else:
-                    out[name] = fn(values[i])
+            out.update(zip(plain_names, plain(values)))
+            for name, i, fn in posts:
+                out[name] = fn(values[i])
+            for name, fn, start, end in inners:
+                out[name] = fn(data[start:end])
             return out
-        return composite
+        return fast
     return build

@@ -550,7 +550,7 @@ LEAVES = st.one_of(
 )
 TYPES = st.recursive(LEAVES, lambda inner: st.one_of(
     st.tuples(st.just("array"), inner, st.integers(0, 4)),
-    st.tuples(st.just("struct"), st.lists(inner, min_size=1, max_size=4)),
+    st.tuples(st.just("struct"), st.lists(inner, min_size=1, max_size=5)),  # m0..m2: names repeat
     st.tuples(st.just("union"), st.lists(inner, min_size=1, max_size=3)),
     st.tuples(st.just("typedef"), inner),
 ), max_leaves=10)
@@ -599,7 +599,7 @@ def _emit(b: _Builder, spec) -> int:
     if kind in ("struct", "union"):
         members, offset = [], 0
         for i, m in enumerate(spec[1]):
-            members.append((b.name(f"m{i}"), _emit(b, m), offset * 8))
+            members.append((b.name(f"m{i % 3}"), _emit(b, m), offset * 8))
             if kind == "struct":
                 offset += _size(m)
         data = b"".join(struct.pack("<III", *m) for m in members)
@@ -640,7 +640,7 @@ def _model(spec, data: bytes):
         out = {"__EUNOMIA_TYPE": kind, "__EUNOMIA_TYPE_NAME": kind[0]}
         offset = 0
         for i, m in enumerate(spec[1]):
-            out[f"m{i}"] = _model(m, data[offset:offset + _size(m)])
+            out[f"m{i % 3}"] = _model(m, data[offset:offset + _size(m)])
             if kind == "struct":
                 offset += _size(m)
         return out

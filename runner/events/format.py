@@ -166,7 +166,9 @@ def json_writer(btf: Btf, type_id: int, depth: int = 0) -> Render:
         for m in t.members:
             members[m.name] = json_writer(btf, m.type_id, depth + 1)  # the last of a name wins
         kind = "struct" if t.kind == KIND_STRUCT else "union"
-        fixed = {"__EUNOMIA_TYPE": _STRING(kind), "__EUNOMIA_TYPE_NAME": _STRING(t.name)}
+        fixed = {key: text for key, text in (("__EUNOMIA_TYPE", _STRING(kind)),
+                                              ("__EUNOMIA_TYPE_NAME", _STRING(t.name)))
+                 if key not in members}  # a member of that name replaces it, as in ecli
         return object_writer([(name, members.get(name)) for name in {**fixed, **members}],
                              fixed)
     raise PackageError(f"BTF type {type_id} cannot be written as ecli writes events")

@@ -2,10 +2,11 @@
 sample map, or nothing.
 
 Each tracer reads one map of a loaded package (``PackageProbe``, which the
-command owns and closes) and prints what ecli prints, through ``write``: a header line first for plain-text records, then
-one line per record (``BufferTracer``); every key of a sample map each
-interval, as a log2 table or a key/value line (``SampleTracer``); nothing at
-all (``SilentTracer``). Records are decoded from the package's BTF by
+command owns and closes) and prints what ecli prints, through ``write``: a
+header line first for plain-text records, then one line per record
+(``BufferTracer``); every key of a sample map each interval, as a log2
+table or a key/value line (``SampleTracer``); nothing at all
+(``SilentTracer``). Records are decoded from the package's BTF by
 ``bpfobject.ecli_decoder``, checked when the package was opened.
 """
 

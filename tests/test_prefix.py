@@ -218,3 +218,14 @@ def test_the_wasm_module_refuses_prefix_keys_in_one_line(tmp_path):
     assert code == 2 and out == ""
     assert err == "tcprtt: error: --raddr-prefix: the wasm module keys by whole addresses " \
         "(the runner takes it)\n"
+
+
+def test_the_daemonset_keys_by_the_peers_slash_24():
+    from .test_deploy import daemonset
+    args = list(daemonset()["spec"]["template"]["spec"]["containers"][0]["args"])
+    at = args.index("--web-config")
+    del args[at:at + 2]  # the file is the Secret's, on the node
+    opts = parse(*args)
+    assert opts.byraddr and opts.prefixes == (24, 64)
+    values = probe_settings(opts)
+    assert values["targ_raddr4_clear"] == 8 and values["targ_raddr6_clear"] == 64

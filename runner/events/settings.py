@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ..bpfobject import KIND_ARRAY, KIND_FLOAT, KIND_INT, BpfObject
 from ..errors import PackageError, UsageError
+from ..package import FLAG_PATTERN, MAX_NAME
 
 SECTIONS = (".rodata", ".bss")
 # What ecli parses a value into, by the declared type's name; ranges of the
@@ -81,6 +82,10 @@ def flags(bpf: BpfObject, meta: dict, source: str) -> list[Flag]:
                 continue
             cmdarg = var.get("cmdarg") or {}
             long = cmdarg.get("long") or vname
+            if len(long) > MAX_NAME or not FLAG_PATTERN.match(long):
+                raise PackageError(f"{source}: variable {vname!r} has the flag name {long!r}; "
+                                   f"a flag name is 1 to {MAX_NAME} letters, digits, '_', '.' "
+                                   "or '-', starting with a letter or digit")
             help_text = cmdarg.get("help") or var.get("description") or \
                 DEFAULT_HELP.format(type=vtype, name=vname)
             default = cmdarg.get("default")
@@ -103,9 +108,10 @@ def flags(bpf: BpfObject, meta: dict, source: str) -> list[Flag]:
                     default = str(default)
                 option = f"--{long}"
                 if cmdarg.get("short") is not None:
-                    if len(cmdarg["short"]) != 1:
+                    if len(cmdarg["short"]) != 1 or not cmdarg["short"].isalnum() or \
+                            not cmdarg["short"].isascii():
                         raise PackageError(f"{source}: the short name of variable {vname!r} "
-                                           "is not one character")
+                                           "is not one ASCII letter or digit")
                     short = f"-{cmdarg['short']}"
             placed_var = placed.get(vname)
             out.append(Flag(section=name, name=vname, type=vtype, option=option, short=short,

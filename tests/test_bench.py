@@ -26,3 +26,8 @@ def test_round_trips_are_timed():
 
 def test_the_auto_variant_is_one_that_loads(root):
     assert run.auto_variant() in variants.names()
+
+
+def test_round_trips_are_timed_in_cpu_time():
+    from bench import variants as bench_variants
+    assert bench_variants.round_trip_cpu_ns(200) > 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -118,7 +119,8 @@ path = sys.argv[3]
 with open(path, "rb") as f:
     data = f.read()
 with open({report!r}, "w") as f:
-    json.dump({{"path": path, "sha256": hashlib.sha256(data).hexdigest(),
+    json.dump({{"path": path, "real": os.path.realpath(path),
+               "sha256": hashlib.sha256(data).hexdigest(),
                "flags": sys.argv[4:]}}, f)
 record = {{"key": {{"family": 65535, "addr": [0] * 16}},
           "value": {{"latency": 0, "cnt": 0, "slots": [0, 0, 0, 5] + [0] * 23}}}}
@@ -157,8 +159,13 @@ def test_image_with_the_ecli_backend_hands_ecli_the_pulled_file(root, tmp_path):
     variant = proc.stderr.split("attached with the ")[1].split()[0]
     seen = json.loads(report.read_text())
     assert seen["path"].endswith(".json") and "#" not in seen["path"]
+    # the file pulled into the cache, stored by its digest
+    cache = os.path.realpath(tmp_path / "cache")
+    assert seen["real"].startswith(cache + os.sep), seen
+    assert os.path.basename(seen["real"]) == seen["sha256"], seen
     wanted = package.shipped(variant, host_arch()).read_bytes()
     assert seen["sha256"] == hashlib.sha256(wanted).hexdigest()
     assert seen["flags"] == ["--lport", "8080"]
     assert not os.path.exists(seen["path"]), "the link is removed when ecli is done"
-    assert "3 -> 7" not in proc.stdout or " 5 " in proc.stdout
+    # what the stand-in printed is what tcprtt shows: 5 samples in 8..15 us
+    assert re.search(r"^\s+8 -> 15\s+: 5\s", proc.stdout, re.M), proc.stdout

@@ -104,6 +104,14 @@ def test_auto_falls_back_on_unsupported_and_refused_and_says_which():
     assert [a.variant for a in choice.tried] == list(order[:order.index(third)])
 
 
+def test_a_message_that_says_its_kind_and_log_is_not_told_twice():
+    first = runnable()[0]
+    message = (f"cannot load rtt_{first}: refused by the verifier "
+               "(verifier log: /run/tcprtt/verifier-1.log)")
+    choice = _choose({first: VerifierRefused(message, log_path="/run/tcprtt/verifier-1.log")})
+    assert choice.tried[-1].reason == message
+
+
 def test_a_plain_kernel_error_is_shown_as_it_is():
     first = runnable()[0]
     choice = _choose({first: KernelError("cannot attach: busy", 16)})

@@ -132,7 +132,7 @@ def _reason(exc: KernelError) -> str:
     of failure, and where the whole log went when it was written out."""
     text = str(exc)
     kind = getattr(exc, "kind", "failed")
-    if kind != "failed" and not text.startswith(kind):
+    if kind != "failed" and kind not in text:  # the loader's message may say it already
         text = f"{kind}: {text}"
     log_path = getattr(exc, "log_path", None)
     if log_path and log_path not in text:

@@ -25,6 +25,7 @@ import pytest
 from runner.errors import KernelError, PackageError
 from runner.loader import buffers, libbpf
 from runner.package import load, shipped
+from runner.tcprtt import variants
 from tests.conftest import REPO, runner_cmd, runner_env
 
 wasmtime = pytest.importorskip("wasmtime", reason="wasmtime is a dependency: pip install -e .")
@@ -220,7 +221,8 @@ def test_load_and_attach_by_section_then_close(shim, bpf_object):
     assert shim.attach(handle, shim.cstr(PROG), 0) == -errno.EINVAL
 
 
-@pytest.mark.parametrize("variant", ["raw_tp", "tracepoint"])
+@pytest.mark.parametrize("variant", [v for v in variants.names()
+                                     if variants.check(v, mount=False) is None])
 def test_loads_the_shipped_tcprtt_objects(shim, variant):
     package = load(shipped(variant, "x86_64" if platform.machine() == "x86_64" else "arm64"))
     before = held_by(os.getpid())

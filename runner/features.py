@@ -115,7 +115,8 @@ def tracing_function(mount: bool = True) -> str | None:
     lib = libbpf.load_library()
     supported = lib.libbpf_probe_bpf_prog_type(libbpf.BPF_PROG_TYPE_TRACING, None)
     if supported == 0:
-        return "the kernel does not support BPF tracing programs (fentry)"
+        return ("the kernel loads no fentry program "
+                "(libbpf's probe of the tracing program type fails)")
     if supported < 0:
         return f"probing BPF tracing programs failed: {libbpf.strerror(-supported)}"
     return None

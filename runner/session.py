@@ -278,11 +278,26 @@ def open_tracer(opts: Options, values: dict[str, object], packages: dict[str, Pa
     else:
         from .tcprtt import storage
         storage.prefer_percpu(packages, values)
-    choice = variants.choose(packages, values, opts.attach, opts.max_keys, load=load)
+    try:
+        choice = variants.choose(packages, values, opts.attach, opts.max_keys, load=load)
+    except TcprttError as exc:
+        if opts.verbose:
+            show_attempts(getattr(exc, "tried", ()), err)
+        raise
     if opts.verbose:
-        for attempt in choice.tried:
-            print(f"tcprtt: {attempt.variant} not used: {attempt.reason}", file=err)
+        show_attempts(choice.tried, err)
     return choice.tracer  # type: ignore[return-value]
+
+
+def show_attempts(tried, err: TextIO) -> None:
+    """-v: each variant passed over, why, and the whole log the kernel and
+    libbpf gave for it."""
+    for attempt in tried:
+        print(f"tcprtt: {attempt.variant} not used: {attempt.reason}", file=err)
+        if attempt.log.strip():
+            print(f"tcprtt: --- {attempt.variant}: the whole log ---", file=err)
+            print(attempt.log.rstrip("\n"), file=err)
+            print(f"tcprtt: --- end of the {attempt.variant} log ---", file=err)
 
 
 # -- the session -------------------------------------------------------------------------

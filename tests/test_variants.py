@@ -148,3 +148,25 @@ def test_an_error_that_is_not_the_kernels_is_not_a_fallback():
     first = runnable()[0]
     with pytest.raises(TcprttError, match="ecli not found"):
         _choose({first: TcprttError("ecli not found on PATH")})
+
+
+def test_verbose_shows_every_attempts_whole_log_and_checks_say_their_class(capsys):
+    import io
+
+    from runner import session
+    first, second = runnable()[:2]
+    log = "".join(f"{i}: (b7) r{i % 10} = 0\n" for i in range(40)) + "R0 !read_ok\n"
+    failure = VerifierRefused(f"cannot load rtt_{first}: refused", 13, log=log,
+                              log_path="/run/tcprtt/verifier-9.log")
+    choice = _choose({first: failure})
+    assert choice.tracer.variant == second and choice.tried[-1].log == log
+    unsupported = [a for a in choice.tried if a.variant not in (first, second)]
+    assert all(a.reason.startswith("not supported by this kernel: ") for a in unsupported)
+    err = io.StringIO()
+    session.show_attempts(choice.tried, err)
+    shown = err.getvalue()
+    assert log.rstrip("\n") in shown and f"tcprtt: {first} not used: " in shown
+    # The same when no variant works: the error carries the attempts for -v.
+    with pytest.raises(TcprttError) as info:
+        _choose({v: failure for v in variants.names()})
+    assert any(a.log == log for a in info.value.tried)

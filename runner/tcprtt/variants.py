@@ -119,12 +119,17 @@ class Tracer(Protocol):
 class Attempt:
     variant: str
     reason: str
+    log: str = ""  # the whole verifier log and libbpf's messages, when there were any
 
 
 @dataclass
 class Choice:
     tracer: Tracer
     tried: list[Attempt] = field(default_factory=list)
+
+
+# A feature check that fails is the kernel's lack, as a refused load of that kind is.
+UNSUPPORTED = "not supported by this kernel"
 
 
 def _reason(exc: KernelError) -> str:
@@ -164,13 +169,16 @@ def choose(packages: dict[str, Package], values: dict[str, object], wanted: str,
             continue
         reason = check(variant)
         if reason is not None:
-            tried.append(Attempt(variant, reason))
+            tried.append(Attempt(variant, f"{UNSUPPORTED}: {reason}"))
             continue
         try:
             return Choice(load(packages[variant], variant), tried)
         except KernelError as exc:
-            tried.append(Attempt(variant, _reason(exc)))
+            tried.append(Attempt(variant, _reason(exc), getattr(exc, "log", "") or ""))
     detail = "; ".join(f"{a.variant}: {a.reason}" for a in tried)
     if wanted == AUTO:
-        raise TcprttError(f"no attach variant works on this kernel ({detail})")
-    raise TcprttError(f"--attach {wanted} is not available ({detail})")
+        failure = TcprttError(f"no attach variant works on this kernel ({detail})")
+    else:
+        failure = TcprttError(f"--attach {wanted} is not available ({detail})")
+    failure.tried = tried  # type: ignore[attr-defined]  # -v shows each attempt's log
+    raise failure

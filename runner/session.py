@@ -176,12 +176,20 @@ def image_packages(image: str, reg: RegistryOptions, err: TextIO) -> dict[str, P
             print(f"tcprtt: {exc}; running the cached {ref} ({pulled.digest})", file=err)
     if not pulled.packages:
         raise registry.ModuleOnly(ref, pulled, cache)
-    return {variant: load_as(path, f"{ref}#{variant}") for variant, path in pulled.packages.items()}
+    from .package import loads
+    # Read through the cache (no link followed, the digest checked again),
+    # not by path: the path is only what ecli is handed.
+    return {variant: loads(pulled.package_bytes(variant), f"{ref}#{variant}", path=path)
+            for variant, path in pulled.packages.items()}
 
 
 def load_as(path, source: str) -> Package:
+    """A package file under another name (a reference's), opened without
+    following a link."""
     from .package import loads
-    return loads(path.read_bytes(), source, path=path)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return loads(f.read(), source, path=path)
 
 
 def check_arch(package: Package) -> None:

@@ -495,14 +495,18 @@ def _check_settings(source: str, settings: list[Setting], rodata_size: int) -> N
                                f"{s.offset}) is not inside .rodata ({rodata_size} bytes)")
 
 
+# Where the shipped packages are: ARCH/tcprtt.VARIANT.json, and tcprtt.wasm.
+SHIPPED = HERE / "packages"
+
+
 def shipped(variant: str, arch: str) -> Path:
     """The package of ``variant`` that ships inside the runner."""
-    return HERE / "packages" / arch / f"tcprtt.{variant}.json"
+    return SHIPPED / arch / f"tcprtt.{variant}.json"
 
 
 def is_shipped(path: str | Path) -> bool:
     """Whether ``path`` is one of the packages installed with the runner."""
-    base = (HERE / "packages").resolve()
+    base = SHIPPED.resolve()
     try:
         return Path(path).resolve().parent.parent == base
     except OSError:

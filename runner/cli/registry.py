@@ -9,7 +9,7 @@ from typing import TextIO
 from .. import options, reference, registry
 from ..config import host_arch
 from ..errors import UsageError
-from ..package import shipped
+from ..package import SHIPPED
 from ..session import registry_client
 
 
@@ -29,7 +29,7 @@ def push_command(argv: list[str], out: TextIO, err: TextIO) -> int:
     parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
     ref = reference.parse(ns.reference)
-    source = Path(ns.source) if ns.source else shipped("raw_tp", host_arch()).parent.parent
+    source = Path(ns.source) if ns.source else SHIPPED
     if ns.module is not None and ns.no_module:
         raise UsageError("--module and --no-module cannot be used together")
     packages = registry.release_packages(source)

@@ -28,6 +28,7 @@ and arm64 hosts.
 from __future__ import annotations
 
 import struct
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ..config import probe_config
@@ -44,6 +45,7 @@ NEW_KEYS = "new_keys"  # a one-entry array: keys added to hists
 KEY_CACHE_MAP = "key_cache"  # an older release's per-CPU cache in front of hists
 KEYED = ("targ_laddr_hist", "targ_raddr_hist")  # the settings that key the histograms
 SHARED, PERCPU, KEY_CACHE = "shared", "percpu", "key_cache"
+_KEY, _VALUE = itemgetter(0), itemgetter(1)
 
 
 def percpu_setting() -> str:
@@ -95,8 +97,8 @@ class Decoder:
         """One Hist per (raw key, raw value), from one unpack of every value."""
         if not pairs:
             return []
-        fields = self.struct.iter_unpack(b"".join([v for _, v in pairs]))
-        return [Hist(k, f[2:], f[0], f[1]) for (k, _), f in zip(pairs, fields)]
+        fields = self.struct.iter_unpack(b"".join(map(_VALUE, pairs)))
+        return [Hist(k, f[2:], f[0], f[1]) for k, f in zip(map(_KEY, pairs), fields)]
 
     def summed(self, key: bytes, values: list[bytes]) -> Hist:
         """One key's copies, summed."""

@@ -411,6 +411,14 @@ class LoadedProbe:
 
     def read(self, hist: HistMap) -> list[tuple[bytes, bytes]]:
         """Every (key, value) of a histogram map, as raw bytes."""
+        keys, values = self.read_columns(hist)
+        vs = hist.value_size
+        return list(zip(keys, [values[i:i + vs] for i in range(0, len(values), vs)]))
+
+    def read_columns(self, hist: HistMap) -> tuple[list[bytes], bytes]:
+        """Every key of a histogram map, and every value in the same order
+        as one string of bytes (value_size each): a reader that unpacks
+        values with one struct.iter_unpack cuts nothing per key."""
         fd = self.map_fd(hist.name)
         if self._batch_ok:
             try:
@@ -419,7 +427,8 @@ class LoadedProbe:
                 if exc.errno not in (errno_mod.EINVAL, errno_mod.ENOTSUP, errno_mod.EOPNOTSUPP):
                     raise
                 self._batch_ok = False  # an older kernel: walk the keys instead
-        return self._read_walk(fd, hist)
+        pairs = self._read_walk(fd, hist)
+        return [k for k, _ in pairs], b"".join(v for _, v in pairs)
 
     def _read_walk(self, fd: int, hist: HistMap) -> list[tuple[bytes, bytes]]:
         key = ctypes.create_string_buffer(hist.key_size)
@@ -441,7 +450,7 @@ class LoadedProbe:
             prev = key
         return out
 
-    def _read_batched(self, fd: int, hist: HistMap) -> list[tuple[bytes, bytes]]:
+    def _read_batched(self, fd: int, hist: HistMap) -> tuple[list[bytes], bytes]:
         # Bounded in bytes, not entries: a package's value size sets the cost.
         batch = max(1, min(BATCH, BATCH_BYTES // (hist.key_size + hist.value_size)))
         keys = ctypes.create_string_buffer(hist.key_size * batch)
@@ -449,7 +458,8 @@ class LoadedProbe:
         token_in = ctypes.create_string_buffer(max(hist.key_size, 8))
         token_out = ctypes.create_string_buffer(max(hist.key_size, 8))
         opts = libbpf.BatchOpts(sz=ctypes.sizeof(libbpf.BatchOpts))
-        out = []
+        out: list[bytes] = []
+        blocks: list[bytes] = []
         first = True
         # The map's size as loaded (--max-keys), not as built; every call but
         # the last returns at least one entry.
@@ -459,17 +469,18 @@ class LoadedProbe:
                                                 keys, values, ctypes.byref(count),
                                                 ctypes.byref(opts))
             n = count.value
-            kraw, vraw = keys.raw, values.raw
-            for i in range(n):
-                out.append((kraw[i * hist.key_size:(i + 1) * hist.key_size],
-                            vraw[i * hist.value_size:(i + 1) * hist.value_size]))
+            if n:
+                ks = hist.key_size
+                kraw = keys.raw[:n * ks]
+                out += [kraw[i:i + ks] for i in range(0, n * ks, ks)]
+                blocks.append(values.raw[:n * hist.value_size])
             if rc == -errno_mod.ENOENT:
-                return out
+                break
             if rc < 0:
                 raise KernelError(f"bpf_map_lookup_batch: {os.strerror(-rc)}", -rc)
             ctypes.memmove(token_in, token_out, len(token_out))
             first = False
-        return out
+        return out, b"".join(blocks)
 
     def detach(self) -> None:
         """Destroy the links, keeping the programs and maps: no new run starts

@@ -100,6 +100,12 @@ class Decoder:
         fields = self.struct.iter_unpack(b"".join(map(_VALUE, pairs)))
         return [Hist(k, f[2:], f[0], f[1]) for k, f in zip(map(_KEY, pairs), fields)]
 
+    def columns(self, keys: list[bytes], values: bytes) -> list[Hist]:
+        """One Hist per key, the values (one after another, value_size
+        each, in the keys' order) unpacked in one pass."""
+        return [Hist(k, f[2:], f[0], f[1])
+                for k, f in zip(keys, self.struct.iter_unpack(values))]
+
     def summed(self, key: bytes, values: list[bytes]) -> Hist:
         """One key's copies, summed."""
         unpack = self.struct.unpack_from
@@ -139,14 +145,16 @@ class Storage:
         # Read before the walk: a key added during it may be seen in the walk
         # but not in the count, which reads as fewer evictions, never more.
         added = probe.read_counter(NEW_KEYS) if probe.has_map(NEW_KEYS) else None
-        raw = probe.read(self.hist)
+        keys, values = probe.read_columns(self.hist)
         if added is not None:
-            self.evicted = max(self.evicted, added - len(raw))
-        hists = self.decoder.many(raw)
+            self.evicted = max(self.evicted, added - len(keys))
+        hists = self.decoder.columns(keys, values)
         cached = self.key_cache.read(probe) if self.key_cache is not None else None
         if cached:
             summed = self.decoder.summed
-            for i, (k, v) in enumerate(raw):
+            vs = self.hist.value_size
+            for i, k in enumerate(keys):
+                v = values[i * vs:(i + 1) * vs]
                 copies = cached.pop(k, None)
                 if copies is not None:
                     hists[i] = summed(k, [v, *copies])

@@ -114,3 +114,28 @@ def test_one_pass_percentiles_are_the_bisection_of_the_running_sum(slots, qs):
                    float(high))
     qs = tuple(qs)
     assert percentiles(slots, qs) == [by_bisection(q) for q in qs]
+
+
+def test_a_cycle_alive_at_a_pause_is_still_collected_once_handed_back():
+    import gc
+    import weakref
+
+    from runner import histogram
+
+    class Node:
+        pass
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    with histogram.collector_paused():
+        pass  # the cycle is alive here: frozen on the way out
+    del a, b
+    gc.collect()
+    frozen = gone() is not None  # frozen objects are not collected
+    for _ in range(histogram.UNFREEZE_EVERY):
+        with histogram.collector_paused():
+            pass
+    gc.collect()
+    assert gone() is None, "the frozen cycle was never handed back to the collector"
+    assert frozen or histogram._pauses % histogram.UNFREEZE_EVERY == 0
+    assert gc.isenabled()

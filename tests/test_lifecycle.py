@@ -90,6 +90,7 @@ import gc, runpy, signal, sys
 
 def detach(signum, frame):
     from runner.loader.probe import LoadedProbe
+    gc.unfreeze()  # the runner freezes what lives between reads; get_objects skips those
     probes = [o for o in gc.get_objects() if isinstance(o, LoadedProbe)]
     for probe in probes:
         probe.detach()

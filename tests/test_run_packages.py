@@ -270,6 +270,10 @@ def test_perf_records_lost_while_the_reader_stalls_are_counted(root, packages, p
     target = Path(program).parent / "opened-while-stopped"
     target.write_text("x")
     runner = Runner(str(packages["small_perf"]), "-j", "--target_tgid", str(os.getpid()))
+    # One CPU for every record: a perf buffer is per CPU, and the kernel
+    # reports a CPU's loss with the next record stored on that same CPU.
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(affinity)})
     try:
         runner.wait_attached()
         runner.proc.send_signal(signal.SIGSTOP)  # the reader falls behind
@@ -284,6 +288,7 @@ def test_perf_records_lost_while_the_reader_stalls_are_counted(root, packages, p
         time.sleep(0.5)
         code, err = runner.stop()
     finally:
+        os.sched_setaffinity(0, affinity)
         runner.kill()
     assert code == 0, err
     delivered = sum(1 for line in runner.lines if str(target) in line) - 1

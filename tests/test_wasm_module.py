@@ -460,7 +460,7 @@ def test_unkeyed_counts_match_the_runner(wasm_bpf, args):
 
 # The variants this kernel runs (tracefs is not mounted for this), each forced
 # on both: the module's object of a variant counts as the runner's package does.
-RUNNABLE = [v for v in variants.names() if variants.check(v, mount=False) is None]
+RUNNABLE = [v for v in variants.names() if variants.check(v) is None]
 
 
 @pytest.mark.parametrize("flag,label,attach",

@@ -17,11 +17,10 @@ import struct
 import time
 from typing import Callable
 
-from .. import features
 from ..errors import KernelError
 from ..loader import libbpf
 from ..loader.buffers import BPF_MAP_TYPE_RINGBUF, PERF_BUFFER_PAGES, open_reader
-from ..loader.probe import TRACEPOINT_SECTIONS, LoadedProbe
+from ..loader.probe import LoadedProbe
 from ..render.text import log2_hist
 from . import format as fmt
 from . import tc
@@ -58,28 +57,14 @@ class PackageProbe(LoadedProbe):
             ctypes.memmove(ptr, image, len(image))
         return maps
 
-    def attach(self) -> None:
-        for handle, name, section in self.programs():
-            if section.startswith(TRACEPOINT_SECTIONS):
-                try:
-                    features.ensure_tracefs()
-                except KernelError as exc:
-                    raise KernelError(f"cannot attach {name} to {section}: {exc}",
-                                      exc.errno) from None
-            libbpf.recent_messages()
-            target = self._targets.get(name)
-            if isinstance(target, tc.Target):
-                self._filters.append(tc.Attached(name, self._lib.bpf_program__fd(handle),
-                                                 target))
-                continue
-            try:
-                if target is not None:
-                    link = self._lib.bpf_program__attach_xdp(handle, target)
-                else:
-                    link = self._lib.bpf_program__attach(handle)
-            except libbpf.LibbpfError as exc:
-                raise self._error(f"cannot attach {name} to {section}", exc) from None
-            self._links.append(link)
+    def _attach_program(self, handle, name: str):
+        target = self._targets.get(name)
+        if isinstance(target, tc.Target):
+            self._filters.append(tc.Attached(name, self._lib.bpf_program__fd(handle), target))
+            return None
+        if target is not None:
+            return self._lib.bpf_program__attach_xdp(handle, target)
+        return self._lib.bpf_program__attach(handle)
 
     def detach(self) -> None:
         filters, self._filters = getattr(self, "_filters", []), []

@@ -379,9 +379,16 @@ class LoadedProbe:
                                       exc.errno) from None
             libbpf.recent_messages()
             try:
-                self._links.append(self._lib.bpf_program__attach(handle))
+                link = self._attach_program(handle, name)
             except libbpf.LibbpfError as exc:
                 raise self._error(f"cannot attach {name} to {section}", exc) from None
+            if link is not None:
+                self._links.append(link)
+
+    def _attach_program(self, handle, name: str):
+        """Attach one program by its section; the link, or None where the
+        program is held some other way (a subclass's targets)."""
+        return self._lib.bpf_program__attach(handle)
 
     def max_entries(self, name: str) -> int:
         return self._lib.bpf_map__max_entries(self._maps[name])

@@ -20,7 +20,6 @@ swamp: what `--attach auto`'s order is decided by (docs/attach.md).
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -61,19 +60,7 @@ def per_run_costs(rounds: int, seconds: float, workdir: Path) -> dict[str, float
 
 def round_trip_cpu_ns(rounds: int) -> float:
     """CPU ns of this thread per one-byte request and response over loopback TCP."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-        with client, server:
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            start = time.thread_time_ns()
-            for _ in range(rounds):
-                client.send(b"x")
-                server.recv(1)
-                server.send(b"y")
-                client.recv(1)
-            return (time.thread_time_ns() - start) / rounds
+    return run.round_trip_ns(rounds, time.thread_time_ns)
 
 
 def whole_path(runs: int, rounds: int, workdir: Path) -> tuple[float, dict[str, float]]:

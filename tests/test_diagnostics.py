@@ -243,7 +243,8 @@ int emit(print_fn fn, const char *text)
 """
 
 
-def test_messages_are_formatted_in_full_from_a_c_va_list(tmp_path):
+def _shim(tmp_path):
+    """SHIM built here, and libbpf's print callback to hand it."""
     src = tmp_path / "shim.c"
     src.write_text(SHIM)
     lib = tmp_path / "shim.so"
@@ -251,6 +252,11 @@ def test_messages_are_formatted_in_full_from_a_c_va_list(tmp_path):
     shim = ctypes.CDLL(str(lib))
     shim.emit.argtypes = [libbpf.PRINT_FN, ctypes.c_char_p]
     callback = libbpf.PRINT_FN(libbpf._collect)
+    return shim, callback
+
+
+def test_messages_are_formatted_in_full_from_a_c_va_list(tmp_path):
+    shim, callback = _shim(tmp_path)
     libbpf.recent_messages()
     long_text = "x" * 5000 + "end"  # beyond the first pass's buffer
     for text in ("short", long_text):
@@ -262,13 +268,7 @@ def test_messages_are_formatted_in_full_from_a_c_va_list(tmp_path):
 
 def test_each_thread_keeps_its_own_messages(tmp_path):
     import threading
-    src = tmp_path / "shim.c"
-    src.write_text(SHIM)
-    lib = tmp_path / "shim.so"
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
-    shim = ctypes.CDLL(str(lib))
-    shim.emit.argtypes = [libbpf.PRINT_FN, ctypes.c_char_p]
-    callback = libbpf.PRINT_FN(libbpf._collect)
+    shim, callback = _shim(tmp_path)
     libbpf.recent_messages()
     seen: list[list[str]] = []
 

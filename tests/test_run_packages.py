@@ -6,6 +6,7 @@ in JSON; stop signals leave nothing loaded; the decoder fuzzed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -415,16 +416,26 @@ def test_what_the_runner_cannot_run_cleanly_is_refused_before_loading(root, pack
     assert not loaded() - before
 
 
+@contextlib.contextmanager
+def _netns(kind: str):
+    """A network namespace of this test's own, its loopback up; deleted
+    however the test ends."""
+    netns = f"tcprtt-{kind}-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        yield netns
+    finally:
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
+
+
 def test_xdp_with_an_interface_attaches_by_link_and_leaves_nothing(root, packages, tmp_path):
     doc = json.loads(packages["xdp_pass"].read_text())
     doc["meta"]["bpf_skel"]["progs"][0]["ifindex"] = 1  # the namespace's loopback
     path = tmp_path / "xdp_lo.json"
     path.write_text(json.dumps(doc))
-    netns = f"tcprtt-xdp-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
     before = loaded()
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    with _netns("xdp") as netns:
         runner = Runner(str(path), netns=netns)
         try:
             runner.wait_attached()
@@ -441,8 +452,6 @@ def test_xdp_with_an_interface_attaches_by_link_and_leaves_nothing(root, package
             assert time.monotonic() < deadline, "XDP stayed attached after SIGKILL"
             time.sleep(0.1)
         assert not left_loaded(before)
-    finally:
-        subprocess.run(["ip", "netns", "delete", netns], check=False)
 
 
 def _tc(netns: str, *args: str) -> str:
@@ -456,11 +465,8 @@ def test_tc_filter_is_removed_however_the_runner_ends(root, packages, tmp_path, 
                                                      "attach_point": "BPF_TC_INGRESS"}
     path = tmp_path / "tc_lo.json"
     path.write_text(json.dumps(doc))
-    netns = f"tcprtt-tc-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", netns], check=True)
     before = loaded()
-    try:
-        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+    with _netns("tc") as netns:
         runner = Runner(str(path), netns=netns)
         try:
             deadline = time.monotonic() + 30
@@ -481,8 +487,6 @@ def test_tc_filter_is_removed_however_the_runner_ends(root, packages, tmp_path, 
         guards = subprocess.run(["pgrep", "-f", "runner.events.tc"], capture_output=True,
                                 text=True).stdout.split()
         assert not guards, "the guard did not exit"
-    finally:
-        subprocess.run(["ip", "netns", "delete", netns], check=False)
 
 
 @pytest.mark.parametrize("argv,line", [
